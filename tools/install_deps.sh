@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what the build and the tests need and this machine lacks:
+# torch (the pinned CPU wheel, into ./.venv unless $PYTHON already imports it),
+# the Python test tools, and GoogleTest and Google Benchmark from Debian.
+set -euo pipefail
+torch_version=$1
+cd "$(dirname "$0")/.."
+
+if [[ ! -x ${PYTHON:?} ]] && ! command -v "$PYTHON" >/dev/null; then
+  python3 -m venv .venv
+fi
+if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
+  "$PYTHON" -m pip install -q "torch==${torch_version}"
+fi
+missing=()
+for module in pytest hypothesis numpy ninja; do
+  "$PYTHON" -c "import $module" 2>/dev/null || missing+=("$module")
+done
+if ((${#missing[@]})); then
+  "$PYTHON" -m pip install -q "${missing[@]}"
+fi
+
+if [[ ! -f /usr/include/gtest/gtest.h || ! -f /usr/include/benchmark/benchmark.h ]]; then
+  sudo=""
+  [[ $(id -u) == 0 ]] || sudo=sudo
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq libgtest-dev libbenchmark-dev
+fi

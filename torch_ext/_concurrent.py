@@ -1,0 +1,88 @@
+"""wrap_future and on_complete on ``concurrent.futures.Future``.
+
+Behaves as upstream's ``torch.distributed.checkpoint._experimental.utils.
+wrap_future`` does, without its failures: a source holding a BaseException
+completes the masked future instead of raising into the completer, chains of
+any length complete, and a masked future cancelled by its holder stays
+cancelled quietly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from functools import partial
+from typing import Any, Callable
+
+logger = logging.getLogger("torch_ext")
+
+_thread = threading.local()
+
+
+def _call_logged(fn: Callable[[Any, Future], None], arg: Any, future: Future) -> None:
+    try:
+        fn(arg, future)
+    except BaseException:  # a callback must never break the thread completing a future
+        logger.exception("torch_ext.on_complete: callback %r raised", arg)
+
+
+def _run_flattened(fn: Callable[[Any, Future], None], arg: Any, future: Future) -> None:
+    # concurrent.futures runs done-callbacks inline, so completing the head of
+    # a chain recurses once per link (RecursionError, logged and dropped, after
+    # about 330). While one of ours runs on this thread, those it triggers are
+    # queued and run by the outermost one, depth first as they would have run.
+    pending = getattr(_thread, "pending", None)
+    if pending is not None:
+        pending.append((fn, arg, future))
+        return
+    pending = _thread.pending = []
+    try:
+        _call_logged(fn, arg, future)
+        first_new = 0
+        while True:
+            pending[first_new:] = pending[first_new:][::-1]
+            if not pending:
+                break
+            fn, arg, future = pending.pop()
+            first_new = len(pending)
+            _call_logged(fn, arg, future)
+    finally:
+        _thread.pending = None
+
+
+def _add_callback(future: Future, fn: Callable[[Any, Future], None], arg: Any) -> None:
+    if future.done():
+        # Run now even inside another callback, so that what it completes is
+        # complete when the caller gets it back.
+        _call_logged(fn, arg, future)
+    else:
+        future.add_done_callback(partial(_run_flattened, fn, arg))
+
+
+def _call_user(callback: Callable[[Future], Any], future: Future) -> None:
+    callback(future)
+
+
+def on_complete(future: Future, callback: Callable[[Future], Any]) -> None:
+    _add_callback(future, _call_user, callback)
+
+
+def _forward_outcome(masked: Future, source: Future) -> None:
+    error = CancelledError() if source.cancelled() else source.exception()
+    try:
+        if error is None:
+            masked.set_result(None)
+        else:
+            masked.set_exception(error)
+    except InvalidStateError:
+        pass  # its holder cancelled or completed it first: that stands
+
+
+def wrap_future(original_result: Any) -> Future[None]:
+    masked: Future[None] = Future()
+    if isinstance(original_result, Future):
+        _add_callback(original_result, _forward_outcome, masked)
+    else:
+        masked.set_result(None)
+    return masked

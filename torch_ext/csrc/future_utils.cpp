@@ -1,0 +1,222 @@
+#include <torch_ext/future_utils.h>
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include <c10/util/Exception.h>
+#include <c10/util/Logging.h>
+
+namespace torch_ext {
+namespace {
+
+using c10::ivalue::Future;
+using Callback = std::function<void(Future&)>;
+
+std::atomic<ErrorFromValue> error_from_value_hook{nullptr};
+
+struct Deferred {
+  FuturePtr future;
+  Callback callback;
+};
+
+// c10 runs callbacks inline, so completing the head of a chain of futures
+// linked by callbacks recurses once per link, and so does destroying the head
+// of a chain that never completed (each callback owns the next future). Both
+// are flattened per thread: while a safe callback runs, the callbacks of the
+// futures it completes are queued and run by the outermost one, in the
+// depth-first order c10 would use; while a callback is destroyed, nested
+// destructions are queued and done by the outermost one.
+struct ThreadState {
+  bool running = false;
+  bool registering = false; // addCallback may run the new callback inline
+  bool destroying = false;
+  std::vector<Deferred> deferred;
+  std::vector<Callback> to_destroy;
+};
+thread_local ThreadState t_state;
+
+template <typename F>
+void invoke_logged(F& fn, Future& future) noexcept {
+  try {
+    fn(future);
+  } catch (const c10::Error& e) {
+    LOG(ERROR) << "torch_ext::on_complete: a callback threw: "
+               << e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    LOG(ERROR) << "torch_ext::on_complete: a callback threw: " << e.what();
+  } catch (...) {
+    LOG(ERROR) << "torch_ext::on_complete: a callback threw an exception "
+                  "that is not a std::exception";
+  }
+}
+
+template <typename F>
+void destroy_callback(F&& fn) noexcept {
+  ThreadState& state = t_state;
+  if (state.destroying) {
+    state.to_destroy.emplace_back(std::forward<F>(fn));
+    return;
+  }
+  state.destroying = true;
+  { std::decay_t<F> dying = std::forward<F>(fn); }
+  while (!state.to_destroy.empty()) {
+    Callback dying = std::move(state.to_destroy.back());
+    state.to_destroy.pop_back();
+  }
+  state.destroying = false;
+}
+
+void run_deferred(ThreadState& state) noexcept {
+  size_t first_new = 0; // where the callback that ran last began queueing
+  for (;;) {
+    std::reverse(state.deferred.begin() + first_new, state.deferred.end());
+    if (state.deferred.empty()) {
+      return;
+    }
+    Deferred next = std::move(state.deferred.back());
+    state.deferred.pop_back();
+    first_new = state.deferred.size();
+    // The future is complete, so addCallback runs this inline, inside the
+    // device and stream guards c10 sets up for its callbacks.
+    next.future->addCallback(
+        [&next](Future& future) { invoke_logged(next.callback, future); });
+    destroy_callback(std::move(next.callback));
+  }
+}
+
+// The callable c10 stores: runs `fn` once through the per-thread queue and
+// hands its destruction to destroy_callback.
+template <typename F>
+class SafeCallback {
+ public:
+  explicit SafeCallback(F fn) : fn_(std::move(fn)) {}
+  SafeCallback(const SafeCallback&) = default; // std::function requires it
+  SafeCallback(SafeCallback&& other) noexcept : fn_(std::move(other.fn_)) {
+    other.fn_.reset();
+  }
+  SafeCallback& operator=(const SafeCallback&) = delete;
+  SafeCallback& operator=(SafeCallback&&) = delete;
+  ~SafeCallback() {
+    release();
+  }
+
+  void operator()(Future& future) noexcept {
+    if (!fn_) {
+      return;
+    }
+    ThreadState& state = t_state;
+    // Invoked from addCallback on an already complete future: run it now,
+    // so that wrap_future's result is complete when it returns.
+    const bool inline_registration = std::exchange(state.registering, false);
+    if (state.running) {
+      if (inline_registration) {
+        invoke_logged(*fn_, future);
+      } else {
+        defer(state, future);
+      }
+    } else {
+      state.running = true;
+      invoke_logged(*fn_, future);
+      run_deferred(state);
+      state.running = false;
+    }
+    release();
+  }
+
+ private:
+  void defer(ThreadState& state, Future& future) noexcept {
+    try {
+      state.deferred.push_back(
+          {FuturePtr::unsafe_reclaim_from_nonowning(&future),
+           Callback(std::move(*fn_))});
+    } catch (...) {
+      LOG(ERROR) << "torch_ext::on_complete: out of memory queueing a "
+                    "callback; it is dropped";
+    }
+  }
+
+  void release() noexcept {
+    if (fn_) {
+      destroy_callback(std::move(*fn_));
+      fn_.reset();
+    }
+  }
+
+  std::optional<F> fn_;
+};
+
+template <typename F>
+void add_safe_callback(const FuturePtr& future, F fn) {
+  ThreadState& state = t_state;
+  const bool was_registering = std::exchange(state.registering, true);
+  future->addCallback(SafeCallback<F>(std::move(fn)));
+  state.registering = was_registering;
+}
+
+std::exception_ptr error_of(Future& source) {
+  if (std::exception_ptr error = source.exception_ptr()) {
+    return error;
+  }
+  ErrorFromValue hook = error_from_value_hook.load(std::memory_order_acquire);
+  if (hook != nullptr && source.constValue().isPyObject()) {
+    return hook(source.constValue());
+  }
+  return nullptr;
+}
+
+void complete_from(Future& wrapped, Future& source) {
+  // Someone completed the wrapped future by hand: their result stands.
+  if (wrapped.completed()) {
+    return;
+  }
+  if (std::exception_ptr error = error_of(source)) {
+    wrapped.setErrorIfNeeded(std::move(error));
+    return;
+  }
+  try {
+    // Passing the source's storages keeps the stream synchronization of a
+    // device future: a bare None has no storages to record events for.
+    wrapped.markCompleted(c10::IValue(), source.storages());
+  } catch (const c10::Error&) {
+    if (!wrapped.completed()) {
+      throw;
+    } // else lost a race with a completion by hand
+  }
+}
+
+} // namespace
+
+FuturePtr wrap_future(const c10::IValue& original_result) {
+  if (!original_result.isFuture()) {
+    auto done = c10::make_intrusive<Future>(c10::NoneType::get());
+    done->markCompleted();
+    return done;
+  }
+  FuturePtr source = original_result.toFuture();
+  TORCH_CHECK(
+      source,
+      "torch_ext::wrap_future expected a future, got a null Future pointer");
+  FuturePtr wrapped = source->createInstance(c10::NoneType::get());
+  add_safe_callback(source, [wrapped](Future& finished) {
+    complete_from(*wrapped, finished);
+  });
+  return wrapped;
+}
+
+void on_complete(const FuturePtr& future, Callback callback) {
+  TORCH_CHECK(
+      future, "torch_ext::on_complete expected a future, got a null pointer");
+  TORCH_CHECK(
+      callback,
+      "torch_ext::on_complete expected a callback, got an empty std::function");
+  add_safe_callback(future, std::move(callback));
+}
+
+void set_error_from_value_hook(ErrorFromValue hook) {
+  error_from_value_hook.store(hook, std::memory_order_release);
+}
+
+} // namespace torch_ext
