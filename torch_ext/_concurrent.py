@@ -17,7 +17,21 @@ from typing import Any, Callable
 
 logger = logging.getLogger("torch_ext")
 
-_thread = threading.local()
+# concurrent.futures runs done-callbacks inline, so completing the head of a
+# chain recurses once per link (upstream hits RecursionError, logged and
+# dropped, after about 330). Ours nest inline up to this depth, as upstream's
+# do, so a future completed from inside a callback is done when that call
+# returns; deeper ones are queued per thread and run by the callback at the
+# limit, depth first as they would have run.
+_MAX_INLINE_DEPTH = 16
+
+
+class _ThreadState(threading.local):
+    depth = 0
+    pending: list | None = None
+
+
+_thread = _ThreadState()
 
 
 def _call_logged(fn: Callable[[Any, Future], None], arg: Any, future: Future) -> None:
@@ -28,15 +42,21 @@ def _call_logged(fn: Callable[[Any, Future], None], arg: Any, future: Future) ->
 
 
 def _run_flattened(fn: Callable[[Any, Future], None], arg: Any, future: Future) -> None:
-    # concurrent.futures runs done-callbacks inline, so completing the head of
-    # a chain recurses once per link (RecursionError, logged and dropped, after
-    # about 330). While one of ours runs on this thread, those it triggers are
-    # queued and run by the outermost one, depth first as they would have run.
-    pending = getattr(_thread, "pending", None)
+    state = _thread
+    if state.depth < _MAX_INLINE_DEPTH:
+        state.depth += 1
+        try:
+            fn(arg, future)
+        except BaseException:  # a callback must never break the thread completing a future
+            logger.exception("torch_ext.on_complete: callback %r raised", arg)
+        finally:
+            state.depth -= 1
+        return
+    pending = state.pending
     if pending is not None:
         pending.append((fn, arg, future))
         return
-    pending = _thread.pending = []
+    pending = state.pending = []
     try:
         _call_logged(fn, arg, future)
         first_new = 0
@@ -48,7 +68,7 @@ def _run_flattened(fn: Callable[[Any, Future], None], arg: Any, future: Future) 
             first_new = len(pending)
             _call_logged(fn, arg, future)
     finally:
-        _thread.pending = None
+        state.pending = None
 
 
 def _add_callback(future: Future, fn: Callable[[Any, Future], None], arg: Any) -> None:
@@ -69,7 +89,10 @@ def on_complete(future: Future, callback: Callable[[Future], Any]) -> None:
 
 
 def _forward_outcome(masked: Future, source: Future) -> None:
-    error = CancelledError() if source.cancelled() else source.exception()
+    try:
+        error = source.exception()
+    except CancelledError as cancelled:
+        error = cancelled
     try:
         if error is None:
             masked.set_result(None)
