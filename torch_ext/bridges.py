@@ -20,14 +20,17 @@ __all__ = ["to_concurrent_future", "to_torch_future"]
 T = TypeVar("T")
 
 
-def _raise(error: BaseException) -> None:
-    raise error
+def _raise_if_exception(value: Any) -> None:
+    if isinstance(value, BaseException):
+        raise value
 
 
 def _fail(future: torch.futures.Future, error: BaseException) -> None:
     # What torch.futures.Future.set_exception does, minus its assert that
     # rejects BaseExceptions (KeyboardInterrupt, asyncio.CancelledError...).
-    future._set_unwrap_func(_raise)
+    # The hook is installed first so no callback sees the error as a value;
+    # it raises only exceptions, in case the holder's own result wins.
+    future._set_unwrap_func(_raise_if_exception)
     future.set_result(error)
 
 
