@@ -35,21 +35,14 @@ def _fail(future: torch.futures.Future, error: BaseException) -> None:
 
 
 def _forward_to_torch(bridged: torch.futures.Future, source: concurrent.futures.Future) -> None:
+    if bridged.done():
+        return  # its holder completed it first: that stands
     try:
         value = source.result()
     except BaseException as error:  # CancelledError for a cancelled source, too
-        outcome, failed = error, True
+        _fail(bridged, error)
     else:
-        outcome, failed = value, False
-    try:
-        if failed:
-            _fail(bridged, outcome)
-        else:
-            bridged.set_result(outcome)
-    except RuntimeError:
-        if not bridged.done():
-            raise
-        # else its holder completed it first: that stands
+        bridged.set_result(value)
 
 
 def to_torch_future(future: concurrent.futures.Future[T]) -> torch.futures.Future[T]:
