@@ -46,9 +46,7 @@ def _run_flattened(fn: Callable[[Any, Future], None], arg: Any, future: Future) 
     if state.depth < _MAX_INLINE_DEPTH:
         state.depth += 1
         try:
-            fn(arg, future)
-        except BaseException:  # a callback must never break the thread completing a future
-            logger.exception("torch_ext.on_complete: callback %r raised", arg)
+            _call_logged(fn, arg, future)
         finally:
             state.depth -= 1
         return
