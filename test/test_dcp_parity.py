@@ -53,8 +53,11 @@ def state_of(future):
     return ("raises", error)
 
 
+CANCEL = object()
+
+
 def settle(source, outcome):
-    if outcome == "cancel":
+    if outcome is CANCEL:
         assert source.cancel()
     elif isinstance(outcome, BaseException):
         source.set_exception(outcome)
@@ -112,7 +115,7 @@ def test_asyncio_future_is_not_followed():
 
 
 ERROR = OSError("disk full")
-OUTCOMES = {"value": torch.ones(3), "error": ERROR, "cancel": "cancel"}
+OUTCOMES = {"value": torch.ones(3), "error": ERROR, "cancel": CANCEL}
 FINAL = {"value": ("result", None), "error": ("raises", ERROR), "cancel": ("raises", CancelledError)}
 
 
