@@ -9,11 +9,12 @@ the holder of the bridged future completes or cancels it first, that stands.
 from __future__ import annotations
 
 import concurrent.futures
+from functools import partial
 from typing import Any, TypeVar
 
 import torch
 
-from torch_ext import _concurrent
+from torch_ext.future_utils import on_complete
 
 __all__ = ["to_concurrent_future", "to_torch_future"]
 
@@ -65,7 +66,7 @@ def to_torch_future(future: concurrent.futures.Future[T]) -> torch.futures.Futur
             f"got {type(future).__name__}"
         )
     bridged: torch.futures.Future[T] = torch.futures.Future()
-    _concurrent._add_callback(future, _forward_to_torch, bridged)
+    on_complete(future, partial(_forward_to_torch, bridged))
     return bridged
 
 
@@ -103,5 +104,5 @@ def to_concurrent_future(future: torch.futures.Future[T]) -> concurrent.futures.
             f"got {type(future).__name__}"
         )
     bridged: concurrent.futures.Future[T] = concurrent.futures.Future()
-    future.add_done_callback(lambda done: _concurrent._call_logged(_forward_to_concurrent, bridged, done))
+    on_complete(future, partial(_forward_to_concurrent, bridged))
     return bridged
