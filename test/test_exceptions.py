@@ -54,6 +54,19 @@ def test_python_error_is_raised_as_that_very_object_through_a_chain(error, fail,
     assert raised.value is error
 
 
+def test_a_python_failure_is_raised_by_every_wait_on_every_wrap():
+    # A pybind11::error_already_set may be restored only once: holding one
+    # terminated the process on the second wait.
+    source = torch.futures.Future()
+    first, second = torch_ext.wrap_future(source), torch_ext.wrap_future(source)
+    error = ValueError("raised again")
+    source.set_exception(error)
+    for wrapped in (first, first, second, torch_ext.wrap_future(first)):
+        with pytest.raises(ValueError) as raised:
+            wrapped.wait()
+        assert raised.value is error
+
+
 @pytest.mark.parametrize("error", EXCEPTIONS + BASE_EXCEPTIONS, ids=name)
 def test_concurrent_source_with_any_exception_completes_the_masked_future(error):
     source = concurrent.futures.Future()
