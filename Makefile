@@ -41,5 +41,11 @@ test: python cpp
 demo: cpp
 	$(BUILD)/examples/future_helpers_demo
 
+# The C++ tests under ASan+LSan+UBSan, then TSan (build/asan, build/tsan).
+.PHONY: sanitize sanitize-asan sanitize-tsan
+sanitize: sanitize-asan sanitize-tsan
+sanitize-asan sanitize-tsan: sanitize-%: build/.deps
+	JOBS=$(JOBS) bash tools/sanitize.sh $*
+
 clean:
 	rm -rf build torch_ext/_C.so torch_ext/lib/*.so *.egg-info

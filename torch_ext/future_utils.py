@@ -69,9 +69,8 @@ def on_complete(future: AnyFuture, callback: Callable[[AnyFuture], Any]) -> None
             "torch_ext.on_complete expected a callable taking the future, "
             f"got {type(callback).__name__}"
         )
-    if isinstance(future, torch._C.Future):
-        future.add_done_callback(lambda done: _concurrent._call_logged(_concurrent._call_user, callback, done))
-    elif isinstance(future, concurrent.futures.Future):
+    if isinstance(future, (torch._C.Future, concurrent.futures.Future)):
+        # Both run done-callbacks inline: chains need the same trampoline.
         _concurrent.on_complete(future, callback)
     else:
         raise TypeError(

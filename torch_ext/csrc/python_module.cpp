@@ -3,9 +3,49 @@
 #include <Python.h>
 #include <pybind11/pybind11.h>
 
+#include <exception>
+#include <memory>
+#include <string>
+
 #include <torch_ext/future_utils.h>
 
 namespace {
+
+// The failure a Python exception object stands for. Unlike
+// pybind11::error_already_set, which may be restored only once (the second
+// time terminates the process), it is raised again, as that very object, by
+// every wait on every future that holds it.
+class PythonException : public std::exception {
+ public:
+  // Requires the GIL.
+  explicit PythonException(pybind11::handle error)
+      : error_(error.inc_ref().ptr(), &release_with_gil),
+        message_(
+            pybind11::str(error.get_type().attr("__name__")).cast<std::string>() +
+            ": " + pybind11::str(error).cast<std::string>()) {}
+
+  const char* what() const noexcept override {
+    return message_.c_str();
+  }
+
+  // Requires the GIL.
+  void restore() const {
+    PyErr_SetObject(
+        reinterpret_cast<PyObject*>(Py_TYPE(error_.get())), error_.get());
+  }
+
+ private:
+  // The last owner may be any thread, with or without the GIL.
+  static void release_with_gil(PyObject* error) {
+    if (Py_IsInitialized()) {
+      pybind11::gil_scoped_acquire gil;
+      Py_DECREF(error);
+    } // else the interpreter is gone, and the object with it
+  }
+
+  std::shared_ptr<PyObject> error_;
+  std::string message_;
+};
 
 // torch.futures.Future.set_exception stores the exception object as the
 // future's value (and tells only the Python wrapper to raise it), so c10 sees
@@ -17,12 +57,18 @@ std::exception_ptr python_exception_in_value(const c10::IValue& value) {
   if (!PyExceptionInstance_Check(object)) {
     return nullptr;
   }
-  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(object)), object);
-  return std::make_exception_ptr(pybind11::error_already_set());
+  return std::make_exception_ptr(PythonException(object));
 }
 
 } // namespace
 
 PYBIND11_MODULE(_C, module) {
   torch_ext::set_error_from_value_hook(&python_exception_in_value);
+  pybind11::register_exception_translator([](std::exception_ptr error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const PythonException& e) {
+      e.restore();
+    }
+  });
 }
