@@ -15,14 +15,14 @@ FuturePtr make_future() {
   return c10::make_intrusive<Future>(c10::NoneType::get());
 }
 
-// Times `op`, then counts its allocations over untimed calls (the first
-// calls warm up per-thread state, so they are left out).
+// Times `op`, then counts its allocations over untimed calls. One call first
+// warms up per-thread state and grows the heap to what `op` needs.
 template <typename Op>
 void measure(benchmark::State& state, Op op, int counted_calls = 1000) {
+  op();
   for (auto _ : state) {
     op();
   }
-  op();
   torch_ext::bench::start_counting_allocations();
   for (int i = 0; i < counted_calls; ++i) {
     op();

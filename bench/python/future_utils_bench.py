@@ -16,12 +16,13 @@ from timing import main
 TorchFuture = torch.futures.Future
 ConcurrentFuture = concurrent.futures.Future
 wrap_future = torch_ext.wrap_future
+STAGED = {"step": 1}  # what the sources complete with: a stand-in state dict
 
 
 def torch_bare(n: int) -> None:
     for _ in range(n):
         source = TorchFuture()
-        source.set_result(None)
+        source.set_result(STAGED)
         assert source.done()
 
 
@@ -29,7 +30,7 @@ def torch_then(n: int) -> None:
     for _ in range(n):
         source = TorchFuture()
         wrapped = source.then(lambda f: None)
-        source.set_result(None)
+        source.set_result(STAGED)
         assert wrapped.done()
 
 
@@ -37,14 +38,14 @@ def torch_ext_torch(n: int) -> None:
     for _ in range(n):
         source = TorchFuture()
         wrapped = wrap_future(source)
-        source.set_result(None)
+        source.set_result(STAGED)
         assert wrapped.done()
 
 
 def concurrent_bare(n: int) -> None:
     for _ in range(n):
         source = ConcurrentFuture()
-        source.set_result(None)
+        source.set_result(STAGED)
         assert source.done()
 
 
@@ -52,7 +53,7 @@ def upstream_concurrent(n: int) -> None:
     for _ in range(n):
         source = ConcurrentFuture()
         wrapped = upstream_wrap_future(source)
-        source.set_result(None)
+        source.set_result(STAGED)
         assert wrapped.done()
 
 
@@ -60,7 +61,7 @@ def torch_ext_concurrent(n: int) -> None:
     for _ in range(n):
         source = ConcurrentFuture()
         wrapped = wrap_future(source)
-        source.set_result(None)
+        source.set_result(STAGED)
         assert wrapped.done()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import statistics
@@ -32,7 +33,9 @@ def measure(cases: Dict[str, Case], repeats: int, smoke: bool) -> Dict[str, floa
     """CPU nanoseconds per operation of each case, the median of `repeats`.
 
     Process CPU time, not wall time: it leaves out time the scheduler gives
-    to other processes, and it counts threads the case starts (fork).
+    to other processes, and it counts threads the case starts (fork). The
+    garbage collector stays on, but a collection before each sample keeps one
+    case's reference cycles from being collected on another's time.
     """
     sizes = {name: 3 if smoke else calibrate(case) for name, case in cases.items()}
     samples: Dict[str, list] = {name: [] for name in cases}
@@ -40,6 +43,7 @@ def measure(cases: Dict[str, Case], repeats: int, smoke: bool) -> Dict[str, floa
     for _ in range(repeats):
         random.shuffle(names)
         for name in names:
+            gc.collect()
             start = time.process_time_ns()
             cases[name](sizes[name])
             samples[name].append((time.process_time_ns() - start) / sizes[name])
