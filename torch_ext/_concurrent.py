@@ -13,11 +13,17 @@ import logging
 import threading
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from functools import partial
-from typing import Any, Callable
+from typing import Any, Callable, List, Optional, Tuple
 
 logger = logging.getLogger("torch_ext")
 
-_thread = threading.local()
+
+class _ThreadState(threading.local):
+    # While one of our callbacks runs on this thread: the callbacks it triggered.
+    pending: Optional[List[Tuple[Callable[[Any, Future], None], Any, Future]]] = None
+
+
+_thread = _ThreadState()
 
 
 def _call_logged(fn: Callable[[Any, Future], None], arg: Any, future: Future) -> None:
@@ -32,29 +38,29 @@ def _run_flattened(fn: Callable[[Any, Future], None], arg: Any, future: Future) 
     # a chain recurses once per link (RecursionError, logged and dropped, after
     # about 330). While one of ours runs on this thread, those it triggers are
     # queued and run by the outermost one, depth first as they would have run.
-    pending = getattr(_thread, "pending", None)
-    if pending is not None:
-        pending.append((fn, arg, future))
+    state = _thread
+    if state.pending is not None:
+        state.pending.append((fn, arg, future))
         return
-    pending = _thread.pending = []
+    pending = state.pending = []
     try:
         _call_logged(fn, arg, future)
         first_new = 0
-        while True:
-            pending[first_new:] = pending[first_new:][::-1]
-            if not pending:
-                break
+        while pending:
+            if len(pending) - first_new > 1:
+                pending[first_new:] = pending[first_new:][::-1]
             fn, arg, future = pending.pop()
             first_new = len(pending)
             _call_logged(fn, arg, future)
     finally:
-        _thread.pending = None
+        state.pending = None
 
 
 def _add_callback(future: Future, fn: Callable[[Any, Future], None], arg: Any) -> None:
-    if future.done():
-        # Run now even inside another callback, so that what it completes is
-        # complete when the caller gets it back.
+    if _thread.pending is not None and future.done():
+        # Inside one of our callbacks, a done future's callback would be
+        # queued: run it now, so that what it completes is complete when the
+        # caller gets it back. Elsewhere add_done_callback runs it now.
         _call_logged(fn, arg, future)
     else:
         future.add_done_callback(partial(_run_flattened, fn, arg))
@@ -69,7 +75,10 @@ def on_complete(future: Future, callback: Callable[[Future], Any]) -> None:
 
 
 def _forward_outcome(masked: Future, source: Future) -> None:
-    error = CancelledError() if source.cancelled() else source.exception()
+    try:
+        error = source.exception()
+    except CancelledError:
+        error = CancelledError()
     try:
         if error is None:
             masked.set_result(None)
