@@ -62,9 +62,8 @@ void BM_WrapPending(benchmark::State& state) {
 
 // Its floor is BM_CreateAndComplete: the result is a new completed future.
 void BM_WrapCompleted(benchmark::State& state) {
-  FuturePtr done = make_future();
-  done->markCompleted();
-  const c10::IValue source(done);
+  FuturePtr source = make_future();
+  source->markCompleted();
   measure(state, [&source] {
     FuturePtr wrapped = torch_ext::wrap_future(source);
     benchmark::DoNotOptimize(wrapped->completed());

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <optional>
 #include <utility>
 #include <vector>
 
@@ -35,7 +34,6 @@ struct Deferred {
 // hence an initialization guard, are touched only when something nests.
 struct ThreadState {
   bool running = false;
-  bool registering = false; // addCallback may run the new callback inline
   bool destroying = false;
   bool has_deferred = false;
   bool has_to_destroy = false;
@@ -111,36 +109,40 @@ void run_deferred(ThreadState& state) noexcept {
 template <typename F>
 class SafeCallback {
  public:
-  explicit SafeCallback(F fn) : fn_(std::move(fn)) {}
-  SafeCallback(const SafeCallback&) = default; // std::function requires it
-  SafeCallback(SafeCallback&& other) noexcept : fn_(std::move(other.fn_)) {
-    other.fn_.reset();
+  // addCallback runs the very object it is given if the future is already
+  // complete, and stores a move of it otherwise: only that object is marked,
+  // so that it runs at once even inside another callback, and the result of
+  // wrap_future is complete when it returns.
+  static SafeCallback registering(F fn) {
+    return SafeCallback(std::move(fn), /*registering=*/true);
   }
+
+  SafeCallback(const SafeCallback& other) // std::function requires it
+      : fn_(other.fn_), alive_(other.alive_) {}
+  SafeCallback(SafeCallback&& other) noexcept
+      : fn_(std::move(other.fn_)), alive_(std::exchange(other.alive_, false)) {}
   SafeCallback& operator=(const SafeCallback&) = delete;
   SafeCallback& operator=(SafeCallback&&) = delete;
   ~SafeCallback() {
-    if (fn_) {
+    if (alive_) {
       release(t_state);
     }
   }
 
   void operator()(Future& future) noexcept {
-    if (!fn_) {
+    if (!alive_) {
       return;
     }
     ThreadState& state = t_state;
-    // Invoked from addCallback on an already complete future: run it now,
-    // so that wrap_future's result is complete when it returns.
-    const bool inline_registration = std::exchange(state.registering, false);
     if (state.running) {
-      if (inline_registration) {
-        invoke_logged(*fn_, future);
+      if (registering_) {
+        invoke_logged(fn_, future);
       } else {
         defer(state, future);
       }
     } else {
       state.running = true;
-      invoke_logged(*fn_, future);
+      invoke_logged(fn_, future);
       run_deferred(state);
       state.running = false;
     }
@@ -148,11 +150,14 @@ class SafeCallback {
   }
 
  private:
+  SafeCallback(F fn, bool registering)
+      : fn_(std::move(fn)), registering_(registering) {}
+
   void defer(ThreadState& state, Future& future) noexcept {
     try {
       t_queues.deferred.push_back(
           {FuturePtr::unsafe_reclaim_from_nonowning(&future),
-           Callback(std::move(*fn_))});
+           Callback(std::move(fn_))});
       state.has_deferred = true;
     } catch (...) {
       LOG(ERROR) << "torch_ext::on_complete: out of memory queueing a "
@@ -161,21 +166,20 @@ class SafeCallback {
   }
 
   void release(ThreadState& state) noexcept {
-    if (fn_) {
-      destroy_callback(state, std::move(*fn_));
-      fn_.reset();
-    }
+    alive_ = false;
+    destroy_callback(state, std::move(fn_));
   }
 
-  std::optional<F> fn_;
+  // A plain member and two flags rather than std::optional: for wrap_future's
+  // callable this stays within std::function's 16 bytes of local storage.
+  F fn_;
+  bool alive_ = true;
+  bool registering_ = false;
 };
 
 template <typename F>
 void add_safe_callback(const FuturePtr& future, F fn) {
-  ThreadState& state = t_state;
-  const bool was_registering = std::exchange(state.registering, true);
-  future->addCallback(SafeCallback<F>(std::move(fn)));
-  state.registering = was_registering;
+  future->addCallback(SafeCallback<F>::registering(std::move(fn)));
 }
 
 std::exception_ptr error_of(Future& source) {
@@ -227,11 +231,15 @@ struct CompleteWrapped {
 #if defined(__GLIBCXX__)
 // libstdc++'s std::function stores a callable of up to 16 bytes in place, but
 // only if it may be moved with memcpy; it assumes that of trivially copyable
-// types alone. This one, an optional intrusive_ptr, may be (folly makes the
-// same claim for its types), which spares a heap allocation per wrap.
+// types alone. These, an intrusive_ptr and flags, may be (folly makes the same
+// claim for its types), which spares a heap allocation per wrap, and another
+// per link of a chain, whose callbacks are queued.
 template <>
 struct std::__is_location_invariant<
     torch_ext::SafeCallback<torch_ext::CompleteWrapped>> : std::true_type {};
+template <>
+struct std::__is_location_invariant<torch_ext::CompleteWrapped>
+    : std::true_type {};
 #endif
 
 namespace torch_ext {
@@ -242,7 +250,10 @@ FuturePtr wrap_future(const c10::IValue& original_result) {
     done->markCompleted();
     return done;
   }
-  FuturePtr source = original_result.toFuture();
+  return wrap_future(original_result.toFuture());
+}
+
+FuturePtr wrap_future(const FuturePtr& source) {
   TORCH_CHECK(
       source,
       "torch_ext::wrap_future expected a future, got a null Future pointer");
