@@ -81,6 +81,13 @@ void destroy_callback(ThreadState& state, F&& fn) noexcept {
   state.destroying = false;
 }
 
+// addCallback's uses_future: whether c10 sets up the future's device and
+// streams around the callback. A CPU future has none, and the guards that
+// would set them up do nothing but cost as much as the rest of a wrap.
+bool uses_streams(const Future& future) {
+  return !future.devices().empty();
+}
+
 void run_deferred(ThreadState& state) noexcept {
   if (!state.has_deferred) {
     return;
@@ -99,7 +106,8 @@ void run_deferred(ThreadState& state) noexcept {
     // The future is complete, so addCallback runs this inline, inside the
     // device and stream guards c10 sets up for its callbacks.
     next.future->addCallback(
-        [&next](Future& future) { invoke_logged(next.callback, future); });
+        [&next](Future& future) { invoke_logged(next.callback, future); },
+        uses_streams(*next.future));
     destroy_callback(state, std::move(next.callback));
   }
 }
@@ -179,7 +187,8 @@ class SafeCallback {
 
 template <typename F>
 void add_safe_callback(const FuturePtr& future, F fn) {
-  future->addCallback(SafeCallback<F>::registering(std::move(fn)));
+  future->addCallback(
+      SafeCallback<F>::registering(std::move(fn)), uses_streams(*future));
 }
 
 std::exception_ptr error_of(Future& source) {
