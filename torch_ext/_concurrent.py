@@ -13,14 +13,22 @@ import logging
 import threading
 from concurrent.futures import CancelledError, Future, InvalidStateError
 from functools import partial
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable
 
 logger = logging.getLogger("torch_ext")
 
+# concurrent.futures runs done-callbacks inline, so completing the head of a
+# chain recurses once per link (upstream hits RecursionError, logged and
+# dropped, after about 330). Ours nest inline up to this depth, as upstream's
+# do, so a future completed from inside a callback is done when that call
+# returns; deeper ones are queued per thread and run by the callback at the
+# limit, depth first as they would have run.
+_MAX_INLINE_DEPTH = 16
+
 
 class _ThreadState(threading.local):
-    # While one of our callbacks runs on this thread: the callbacks it triggered.
-    pending: Optional[List[Tuple[Callable[[Any, Future], None], Any, Future]]] = None
+    depth = 0
+    pending: list | None = None
 
 
 _thread = _ThreadState()
@@ -34,21 +42,26 @@ def _call_logged(fn: Callable[[Any, Future], None], arg: Any, future: Future) ->
 
 
 def _run_flattened(fn: Callable[[Any, Future], None], arg: Any, future: Future) -> None:
-    # concurrent.futures runs done-callbacks inline, so completing the head of
-    # a chain recurses once per link (RecursionError, logged and dropped, after
-    # about 330). While one of ours runs on this thread, those it triggers are
-    # queued and run by the outermost one, depth first as they would have run.
     state = _thread
-    if state.pending is not None:
-        state.pending.append((fn, arg, future))
+    if state.depth < _MAX_INLINE_DEPTH:
+        state.depth += 1
+        try:
+            _call_logged(fn, arg, future)
+        finally:
+            state.depth -= 1
+        return
+    pending = state.pending
+    if pending is not None:
+        pending.append((fn, arg, future))
         return
     pending = state.pending = []
     try:
         _call_logged(fn, arg, future)
         first_new = 0
-        while pending:
-            if len(pending) - first_new > 1:
-                pending[first_new:] = pending[first_new:][::-1]
+        while True:
+            pending[first_new:] = pending[first_new:][::-1]
+            if not pending:
+                break
             fn, arg, future = pending.pop()
             first_new = len(pending)
             _call_logged(fn, arg, future)
@@ -57,10 +70,10 @@ def _run_flattened(fn: Callable[[Any, Future], None], arg: Any, future: Future) 
 
 
 def _add_callback(future: Future, fn: Callable[[Any, Future], None], arg: Any) -> None:
-    if _thread.pending is not None and future.done():
-        # Inside one of our callbacks, a done future's callback would be
-        # queued: run it now, so that what it completes is complete when the
-        # caller gets it back. Elsewhere add_done_callback runs it now.
+    if _thread.depth >= _MAX_INLINE_DEPTH and future.done():
+        # Run now even where its callback would be queued, so that what it
+        # completes is complete when the caller gets it back. Elsewhere
+        # add_done_callback runs it now, without this extra lock.
         _call_logged(fn, arg, future)
     else:
         future.add_done_callback(partial(_run_flattened, fn, arg))
@@ -77,8 +90,8 @@ def on_complete(future: Future, callback: Callable[[Future], Any]) -> None:
 def _forward_outcome(masked: Future, source: Future) -> None:
     try:
         error = source.exception()
-    except CancelledError:
-        error = CancelledError()
+    except CancelledError as cancelled:
+        error = cancelled
     try:
         if error is None:
             masked.set_result(None)
