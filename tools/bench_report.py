@@ -1,7 +1,7 @@
 """Runs the benchmarks in interleaved rounds and writes the report.
 
-Each round runs the C++ benchmark (Google Benchmark, cases in random order),
-then the Python and the TorchScript benchmarks (cases shuffled, repeats
+Each round runs the C++ benchmark (Google Benchmark: five repetitions of
+each case, all in random order), then the Python and the TorchScript benchmarks (cases shuffled, repeats
 interleaved). Every figure is CPU time per operation: the median over rounds;
 every ratio is the median over rounds of that round's ratio, so that a load
 that changes between rounds affects both sides of it alike.
@@ -104,20 +104,25 @@ TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
 
 
 def run_cpp(binary: pathlib.Path, smoke: bool) -> Dict[str, dict]:
+    """Median of each case over repetitions run in random order."""
     output = subprocess.run(
         [
             str(binary),
             "--benchmark_format=json",
-            f"--benchmark_min_time={0.001 if smoke else 0.2}",
+            f"--benchmark_min_time={0.001 if smoke else 0.05}",
+            f"--benchmark_repetitions={2 if smoke else 5}",
             "--benchmark_enable_random_interleaving=true",
+            "--benchmark_report_aggregates_only=true",
         ],
         check=True, capture_output=True, text=True,
     ).stdout
     results = {}
     for run in json.loads(output)["benchmarks"]:
+        if run.get("aggregate_name") != "median":
+            continue
         ns = run["cpu_time"] * TIME_UNIT_NS[run["time_unit"]]
         links = run.get("links", 1)
-        results[run["name"]] = {"ns": ns / links, "allocs": run["allocs_per_op"]}
+        results[run["run_name"]] = {"ns": ns / links, "allocs": run["allocs_per_op"]}
     return results
 
 
