@@ -15,6 +15,9 @@ CORE_SOURCES = [
 ]
 COMPILE_ARGS = ["-O2", "-fvisibility=hidden", "-fvisibility-inlines-hidden"]
 INCLUDE_DIRS = [os.path.join(ROOT, "include"), ROOT]
+# An editable install copies lib/libtorch_ext.so into the source tree, into a
+# folder that git does not keep (it holds only ignored files).
+os.makedirs(os.path.join(ROOT, "torch_ext", "lib"), exist_ok=True)
 
 
 class BuildLibraryFirst(BuildExtension):

@@ -70,9 +70,10 @@ def _run_flattened(fn: Callable[[Any, Future], None], arg: Any, future: Future) 
 
 
 def _add_callback(future: Future, fn: Callable[[Any, Future], None], arg: Any) -> None:
-    if future.done():
-        # Run now even inside another callback, so that what it completes is
-        # complete when the caller gets it back.
+    if _thread.depth >= _MAX_INLINE_DEPTH and future.done():
+        # Run now even where its callback would be queued, so that what it
+        # completes is complete when the caller gets it back. Elsewhere
+        # add_done_callback runs it now, without this extra lock.
         _call_logged(fn, arg, future)
     else:
         future.add_done_callback(partial(_run_flattened, fn, arg))

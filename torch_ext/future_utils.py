@@ -8,6 +8,9 @@ from typing import Any, Callable, TypeVar, Union, overload
 import torch
 
 from torch_ext import _concurrent
+from torch_ext._C import wrap_future as _wrap_torch_future
+
+_TorchFuture = torch._C.Future
 
 __all__ = ["on_complete", "wrap_future"]
 
@@ -25,7 +28,8 @@ def wrap_future(
 ) -> Union[torch.futures.Future[None], concurrent.futures.Future[None]]:
     """Return a future that completes with None when ``original_result`` does.
 
-    A torch future goes through the C++ op ``torch.ops.torch_ext.wrap_future``:
+    A torch future goes to the C++ ``torch_ext::wrap_future`` (what the op
+    ``torch.ops.torch_ext.wrap_future`` runs, called without the dispatcher):
     the result is a torch future with the source's devices, completed on the
     thread that completes the source, with None or with the source's exception
     (also one set from Python with ``set_exception``). It keeps no reference
@@ -44,8 +48,8 @@ def wrap_future(
         >>> done.wait() is None
         True
     """
-    if isinstance(original_result, torch._C.Future):
-        return torch.ops.torch_ext.wrap_future(original_result)
+    if isinstance(original_result, _TorchFuture):
+        return _wrap_torch_future(original_result)
     return _concurrent.wrap_future(original_result)
 
 

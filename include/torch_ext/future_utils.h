@@ -29,6 +29,9 @@ using FuturePtr = c10::intrusive_ptr<c10::ivalue::Future>;
 //   done->waitAndThrow();
 TORCH_EXT_API FuturePtr wrap_future(const c10::IValue& original_result);
 
+// The same for a future held as a FuturePtr, without the cost of an IValue.
+TORCH_EXT_API FuturePtr wrap_future(const FuturePtr& original_result);
+
 // `future->addCallback(callback)`, made safe: `callback(*future)` runs exactly
 // once, when the future completes with a value or an error, on the completing
 // thread (inline if it is already complete). Whatever the callback throws is

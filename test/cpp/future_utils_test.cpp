@@ -181,6 +181,20 @@ TEST(OnComplete, RunsOnceWithTheValueOrTheError) {
   EXPECT_EQ(failed_calls, 1);
 }
 
+TEST(OnComplete, RegisteredOnACompletedFutureInsideACallbackRunsAtOnce) {
+  FuturePtr done = make_future();
+  done->markCompleted(torch::zeros({1}));
+  FuturePtr trigger = make_future();
+  bool ran_before_on_complete_returned = false;
+  on_complete(trigger, [&](Future&) {
+    bool ran = false;
+    on_complete(done, [&](Future&) { ran = true; });
+    ran_before_on_complete_returned = ran;
+  });
+  trigger->markCompleted(torch::zeros({1}));
+  EXPECT_TRUE(ran_before_on_complete_returned);
+}
+
 TEST(OnComplete, RunsInlineWhenAlreadyComplete) {
   FuturePtr done = make_future();
   done->markCompleted(torch::ones({1}));

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <optional>
 #include <utility>
 #include <vector>
 
@@ -29,14 +28,23 @@ struct Deferred {
 // futures it completes are queued and run by the outermost one, in the
 // depth-first order c10 would use; while a callback is destroyed, nested
 // destructions are queued and done by the outermost one.
+//
+// The flags that every callback reads are trivially destructible, so that
+// reading them is a bare TLS access; the queues, which need a destructor and
+// hence an initialization guard, are touched only when something nests.
 struct ThreadState {
   bool running = false;
-  bool registering = false; // addCallback may run the new callback inline
   bool destroying = false;
+  bool has_deferred = false;
+  bool has_to_destroy = false;
+};
+thread_local ThreadState t_state;
+
+struct ThreadQueues {
   std::vector<Deferred> deferred;
   std::vector<Callback> to_destroy;
 };
-thread_local ThreadState t_state;
+thread_local ThreadQueues t_queues;
 
 template <typename F>
 void invoke_logged(F& fn, Future& future) noexcept {
@@ -54,36 +62,53 @@ void invoke_logged(F& fn, Future& future) noexcept {
 }
 
 template <typename F>
-void destroy_callback(F&& fn) noexcept {
-  ThreadState& state = t_state;
+void destroy_callback(ThreadState& state, F&& fn) noexcept {
   if (state.destroying) {
-    state.to_destroy.emplace_back(std::forward<F>(fn));
+    t_queues.to_destroy.emplace_back(std::forward<F>(fn));
+    state.has_to_destroy = true;
     return;
   }
   state.destroying = true;
   { std::decay_t<F> dying = std::forward<F>(fn); }
-  while (!state.to_destroy.empty()) {
-    Callback dying = std::move(state.to_destroy.back());
-    state.to_destroy.pop_back();
+  if (state.has_to_destroy) {
+    std::vector<Callback>& to_destroy = t_queues.to_destroy;
+    while (!to_destroy.empty()) {
+      Callback dying = std::move(to_destroy.back());
+      to_destroy.pop_back();
+    }
+    state.has_to_destroy = false;
   }
   state.destroying = false;
 }
 
+// addCallback's uses_future: whether c10 sets up the future's device and
+// streams around the callback. A CPU future has none, and the guards that
+// would set them up do nothing but cost as much as the rest of a wrap.
+bool uses_streams(const Future& future) {
+  return !future.devices().empty();
+}
+
 void run_deferred(ThreadState& state) noexcept {
+  if (!state.has_deferred) {
+    return;
+  }
+  std::vector<Deferred>& deferred = t_queues.deferred;
   size_t first_new = 0; // where the callback that ran last began queueing
   for (;;) {
-    std::reverse(state.deferred.begin() + first_new, state.deferred.end());
-    if (state.deferred.empty()) {
+    std::reverse(deferred.begin() + first_new, deferred.end());
+    if (deferred.empty()) {
+      state.has_deferred = false;
       return;
     }
-    Deferred next = std::move(state.deferred.back());
-    state.deferred.pop_back();
-    first_new = state.deferred.size();
+    Deferred next = std::move(deferred.back());
+    deferred.pop_back();
+    first_new = deferred.size();
     // The future is complete, so addCallback runs this inline, inside the
     // device and stream guards c10 sets up for its callbacks.
     next.future->addCallback(
-        [&next](Future& future) { invoke_logged(next.callback, future); });
-    destroy_callback(std::move(next.callback));
+        [&next](Future& future) { invoke_logged(next.callback, future); },
+        uses_streams(*next.future));
+    destroy_callback(state, std::move(next.callback));
   }
 }
 
@@ -92,68 +117,78 @@ void run_deferred(ThreadState& state) noexcept {
 template <typename F>
 class SafeCallback {
  public:
-  explicit SafeCallback(F fn) : fn_(std::move(fn)) {}
-  SafeCallback(const SafeCallback&) = default; // std::function requires it
-  SafeCallback(SafeCallback&& other) noexcept : fn_(std::move(other.fn_)) {
-    other.fn_.reset();
+  // addCallback runs the very object it is given if the future is already
+  // complete, and stores a move of it otherwise: only that object is marked,
+  // so that it runs at once even inside another callback, and the result of
+  // wrap_future is complete when it returns.
+  static SafeCallback registering(F fn) {
+    return SafeCallback(std::move(fn), /*registering=*/true);
   }
+
+  SafeCallback(const SafeCallback& other) // std::function requires it
+      : fn_(other.fn_), alive_(other.alive_) {}
+  SafeCallback(SafeCallback&& other) noexcept
+      : fn_(std::move(other.fn_)), alive_(std::exchange(other.alive_, false)) {}
   SafeCallback& operator=(const SafeCallback&) = delete;
   SafeCallback& operator=(SafeCallback&&) = delete;
   ~SafeCallback() {
-    release();
+    if (alive_) {
+      release(t_state);
+    }
   }
 
   void operator()(Future& future) noexcept {
-    if (!fn_) {
+    if (!alive_) {
       return;
     }
     ThreadState& state = t_state;
-    // Invoked from addCallback on an already complete future: run it now,
-    // so that wrap_future's result is complete when it returns.
-    const bool inline_registration = std::exchange(state.registering, false);
     if (state.running) {
-      if (inline_registration) {
-        invoke_logged(*fn_, future);
+      if (registering_) {
+        invoke_logged(fn_, future);
       } else {
         defer(state, future);
       }
     } else {
       state.running = true;
-      invoke_logged(*fn_, future);
+      invoke_logged(fn_, future);
       run_deferred(state);
       state.running = false;
     }
-    release();
+    release(state);
   }
 
  private:
+  SafeCallback(F fn, bool registering)
+      : fn_(std::move(fn)), registering_(registering) {}
+
   void defer(ThreadState& state, Future& future) noexcept {
     try {
-      state.deferred.push_back(
+      t_queues.deferred.push_back(
           {FuturePtr::unsafe_reclaim_from_nonowning(&future),
-           Callback(std::move(*fn_))});
+           Callback(std::move(fn_))});
+      state.has_deferred = true;
     } catch (...) {
       LOG(ERROR) << "torch_ext::on_complete: out of memory queueing a "
                     "callback; it is dropped";
     }
   }
 
-  void release() noexcept {
-    if (fn_) {
-      destroy_callback(std::move(*fn_));
-      fn_.reset();
-    }
+  void release(ThreadState& state) noexcept {
+    alive_ = false;
+    destroy_callback(state, std::move(fn_));
   }
 
-  std::optional<F> fn_;
+  // A plain member and two flags rather than std::optional: for wrap_future's
+  // callable this stays within std::function's 16 bytes of local storage.
+  F fn_;
+  bool alive_ = true;
+  bool registering_ = false;
 };
 
 template <typename F>
 void add_safe_callback(const FuturePtr& future, F fn) {
-  ThreadState& state = t_state;
-  const bool was_registering = std::exchange(state.registering, true);
-  future->addCallback(SafeCallback<F>(std::move(fn)));
-  state.registering = was_registering;
+  future->addCallback(
+      SafeCallback<F>::registering(std::move(fn)), uses_streams(*future));
 }
 
 std::exception_ptr error_of(Future& source) {
@@ -178,8 +213,13 @@ void complete_from(Future& wrapped, Future& source) {
   }
   try {
     // Passing the source's storages keeps the stream synchronization of a
-    // device future: a bare None has no storages to record events for.
-    wrapped.markCompleted(c10::IValue(), source.storages());
+    // device future: a bare None has no storages to record events for. A CPU
+    // future has none, and reading them costs a lock.
+    if (wrapped.devices().empty()) {
+      wrapped.markCompleted(c10::IValue());
+    } else {
+      wrapped.markCompleted(c10::IValue(), source.storages());
+    }
   } catch (const c10::Error&) {
     if (!wrapped.completed()) {
       throw;
@@ -187,7 +227,31 @@ void complete_from(Future& wrapped, Future& source) {
   }
 }
 
+struct CompleteWrapped {
+  FuturePtr wrapped;
+  void operator()(Future& source) const {
+    complete_from(*wrapped, source);
+  }
+};
+
 } // namespace
+} // namespace torch_ext
+
+#if defined(__GLIBCXX__)
+// libstdc++'s std::function stores a callable of up to 16 bytes in place, but
+// only if it may be moved with memcpy; it assumes that of trivially copyable
+// types alone. These, an intrusive_ptr and flags, may be (folly makes the same
+// claim for its types), which spares a heap allocation per wrap, and another
+// per link of a chain, whose callbacks are queued.
+template <>
+struct std::__is_location_invariant<
+    torch_ext::SafeCallback<torch_ext::CompleteWrapped>> : std::true_type {};
+template <>
+struct std::__is_location_invariant<torch_ext::CompleteWrapped>
+    : std::true_type {};
+#endif
+
+namespace torch_ext {
 
 FuturePtr wrap_future(const c10::IValue& original_result) {
   if (!original_result.isFuture()) {
@@ -195,14 +259,20 @@ FuturePtr wrap_future(const c10::IValue& original_result) {
     done->markCompleted();
     return done;
   }
-  FuturePtr source = original_result.toFuture();
+  return wrap_future(original_result.toFuture());
+}
+
+FuturePtr wrap_future(const FuturePtr& source) {
   TORCH_CHECK(
       source,
       "torch_ext::wrap_future expected a future, got a null Future pointer");
   FuturePtr wrapped = source->createInstance(c10::NoneType::get());
-  add_safe_callback(source, [wrapped](Future& finished) {
-    complete_from(*wrapped, finished);
-  });
+  // A complete CPU source needs no callback: no streams to set up for it.
+  if (source->completed() && source->devices().empty()) {
+    complete_from(*wrapped, *source);
+  } else {
+    add_safe_callback(source, CompleteWrapped{wrapped});
+  }
   return wrapped;
 }
 

@@ -2,6 +2,7 @@
 // process and teaches wrap_future Python's way of storing failures.
 #include <Python.h>
 #include <pybind11/pybind11.h>
+#include <torch/csrc/jit/python/pybind_utils.h>
 
 #include <exception>
 #include <memory>
@@ -71,4 +72,16 @@ PYBIND11_MODULE(_C, module) {
       e.restore();
     }
   });
+  // torch.ops.torch_ext.wrap_future for torch._C.Future, without the
+  // dispatcher's argument parsing and GIL release, which cost more than the
+  // wrap itself. Holding the GIL here is safe: c10 never takes the GIL while
+  // it holds a future's lock.
+  using torch::jit::PythonFutureWrapper;
+  module.def(
+      "wrap_future",
+      [](const PythonFutureWrapper& original_result) {
+        return std::make_shared<PythonFutureWrapper>(
+            torch_ext::wrap_future(original_result.fut));
+      },
+      pybind11::arg("original_result"));
 }
