@@ -33,8 +33,9 @@ completer.start()
 if sys.argv[1] == "main":
     source.set_result(torch.zeros(1))
 else:
-    threading.Thread(target=source.set_result, args=(torch.zeros(1),)).start()
-    wrapped.wait()
+    source_completer = threading.Thread(target=source.set_result, args=(torch.zeros(1),))
+    source_completer.start()
+    source_completer.join()  # its set_result returns once the callback did
 completer.join()
 other_wrapped.wait()
 print(len(seen), bool(torch.equal(seen[0], torch.ones(1))))

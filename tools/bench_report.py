@@ -76,7 +76,7 @@ class Goal(NamedTuple):
 GOALS = [
     Goal(
         "C++ pending: `wrap_future` / `then`", "BM_WrapPending", "BM_Then", "ratio_max", 1.00,
-        "`wrap_future` makes one allocation fewer than `then` and skips the device guards that "
+        "`wrap_future` makes the same allocations as `then` and skips the device guards that "
         "are no-ops on CPU, but it pays for what `then` lacks: reading the source's error (a "
         "lock: c10 has no lock-free accessor) and a thread-local lookup that keeps chains in "
         "bounded stack. Per-round ratios spread widely on a loaded machine (benchmarks.json "
@@ -105,11 +105,19 @@ GOALS = [
     Goal("C++: `on_complete` / raw `addCallback` (no goal)", "BM_OnComplete", "BM_AddCallback", "ratio_max", float("inf")),
 ]
 
-# Allocations are deterministic: (case, anchor subtracted or None, most allowed).
+# Allocations are deterministic: (case, anchor subtracted or None, most allowed,
+# why if missed).
 ALLOCATION_GOALS = [
-    ("BM_WrapPending", "BM_CreateAndComplete", 2),
-    ("BM_WrapCompleted", None, 1),
-    ("BM_WrapNonFuture", None, 1),
+    (
+        "BM_WrapPending", "BM_CreateAndComplete", 2,
+        "Three: the wrapped future, the source's callback vector, and the heap block of the "
+        "std::function that c10 stores the callback in. libstdc++ keeps a callable in place "
+        "only if it is trivially copyable, and ours owns the wrapped future (an intrusive_ptr), "
+        "as `then`'s owns its child (`then` makes the same three). Reaching two would mean "
+        "specializing libstdc++'s internal `std::__is_location_invariant`, which we do not.",
+    ),
+    ("BM_WrapCompleted", None, 1, ""),
+    ("BM_WrapNonFuture", None, 1, ""),
 ]
 
 TIME_UNIT_NS = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
@@ -184,11 +192,12 @@ def evaluate(data: dict) -> List[dict]:
                      "holds": holds, "informative": goal.bound == float("inf"),
                      "why": "" if holds else goal.why_if_missed})
     allocations = data["allocations"]
-    for case, anchor, most in ALLOCATION_GOALS:
+    for case, anchor, most, why in ALLOCATION_GOALS:
         value = allocations[case] - (allocations[anchor] if anchor else 0)
         text = f"allocations per wrap, `{case}`" + (f" - `{anchor}`" if anchor else "")
         rows.append({"goal": text, "value": value, "shown": f"{value:g}", "bound": f"<= {most}",
-                     "holds": value <= most, "informative": False, "why": ""})
+                     "holds": value <= most, "informative": False,
+                     "why": "" if value <= most else why})
     return rows
 
 

@@ -238,8 +238,21 @@ TEST(OnComplete, NullFutureOrEmptyCallbackIsAClearError) {
       on_complete(make_future(), std::function<void(Future&)>()), c10::Error);
 }
 
-// Callbacks of futures completed from within a callback are queued, but must
-// run in the order c10's own recursion would run them.
+TEST(OnComplete, FutureCompletedInsideACallbackHasRunItsCallbacksOnReturn) {
+  FuturePtr trigger = make_future();
+  FuturePtr inner = make_future();
+  FuturePtr wrapped_inner = wrap_future(inner);
+  bool complete_on_return = false;
+  on_complete(trigger, [&](Future&) {
+    inner->markCompleted(torch::ones({1}));
+    complete_on_return = wrapped_inner->completed();
+  });
+  trigger->markCompleted(torch::ones({1}));
+  EXPECT_TRUE(complete_on_return);
+}
+
+// Callbacks of futures completed from within deeply nested callbacks are
+// queued, but must run in the order c10's own recursion would run them.
 TEST(OnComplete, NestedCompletionsRunInC10sOrder) {
   auto run = [](bool safe) {
     std::vector<std::string> order;
@@ -265,7 +278,17 @@ TEST(OnComplete, NestedCompletionsRunInC10sOrder) {
     add(a, [&](Future&) { order.push_back("a-2"); });
     add(a1, [&](Future&) { order.push_back("a1-1"); });
     add(b, [&](Future&) { order.push_back("b-1"); });
-    root->markCompleted(torch::ones({1}));
+    // Complete root from 24 nested callbacks deep, past the depth where safe
+    // callbacks stop nesting and queue.
+    std::vector<FuturePtr> ladder;
+    for (int i = 0; i < 24; ++i) {
+      ladder.push_back(make_future());
+    }
+    for (size_t i = 0; i < ladder.size(); ++i) {
+      const FuturePtr& next = i + 1 < ladder.size() ? ladder[i + 1] : root;
+      add(ladder[i], [next](Future&) { next->markCompleted(torch::ones({1})); });
+    }
+    ladder.front()->markCompleted(torch::ones({1}));
     return order;
   };
   const std::vector<std::string> c10_order = run(false);

@@ -24,16 +24,20 @@ struct Deferred {
 // c10 runs callbacks inline, so completing the head of a chain of futures
 // linked by callbacks recurses once per link, and so does destroying the head
 // of a chain that never completed (each callback owns the next future). Both
-// are flattened per thread: while a safe callback runs, the callbacks of the
-// futures it completes are queued and run by the outermost one, in the
-// depth-first order c10 would use; while a callback is destroyed, nested
+// are bounded per thread. Safe callbacks nest inline as c10's do up to
+// kMaxInlineDepth, so that a future completed inside a callback has run its
+// callbacks when that completion returns; deeper ones are queued and run by
+// the callback at that depth, in the depth-first order c10 would use. Nested
 // destructions are queued and done by the outermost one.
 //
 // The flags that every callback reads are trivially destructible, so that
 // reading them is a bare TLS access; the queues, which need a destructor and
 // hence an initialization guard, are touched only when something nests.
+constexpr int kMaxInlineDepth = 16;
+
 struct ThreadState {
-  bool running = false;
+  int depth = 0; // safe callbacks running inline on this thread
+  bool draining = false; // the one at kMaxInlineDepth runs the queue
   bool destroying = false;
   bool has_deferred = false;
   bool has_to_destroy = false;
@@ -119,7 +123,7 @@ class SafeCallback {
  public:
   // addCallback runs the very object it is given if the future is already
   // complete, and stores a move of it otherwise: only that object is marked,
-  // so that it runs at once even inside another callback, and the result of
+  // so that it runs at once even where it would be queued, and the result of
   // wrap_future is complete when it returns.
   static SafeCallback registering(F fn) {
     return SafeCallback(std::move(fn), /*registering=*/true);
@@ -142,17 +146,17 @@ class SafeCallback {
       return;
     }
     ThreadState& state = t_state;
-    if (state.running) {
-      if (registering_) {
-        invoke_logged(fn_, future);
-      } else {
-        defer(state, future);
-      }
+    if (state.depth < kMaxInlineDepth || registering_) {
+      ++state.depth;
+      invoke_logged(fn_, future);
+      --state.depth;
+    } else if (state.draining) {
+      defer(state, future);
     } else {
-      state.running = true;
+      state.draining = true;
       invoke_logged(fn_, future);
       run_deferred(state);
-      state.running = false;
+      state.draining = false;
     }
     release(state);
   }
@@ -178,8 +182,6 @@ class SafeCallback {
     destroy_callback(state, std::move(fn_));
   }
 
-  // A plain member and two flags rather than std::optional: for wrap_future's
-  // callable this stays within std::function's 16 bytes of local storage.
   F fn_;
   bool alive_ = true;
   bool registering_ = false;
@@ -237,19 +239,6 @@ struct CompleteWrapped {
 } // namespace
 } // namespace torch_ext
 
-#if defined(__GLIBCXX__)
-// libstdc++'s std::function stores a callable of up to 16 bytes in place, but
-// only if it may be moved with memcpy; it assumes that of trivially copyable
-// types alone. These, an intrusive_ptr and flags, may be (folly makes the same
-// claim for its types), which spares a heap allocation per wrap, and another
-// per link of a chain, whose callbacks are queued.
-template <>
-struct std::__is_location_invariant<
-    torch_ext::SafeCallback<torch_ext::CompleteWrapped>> : std::true_type {};
-template <>
-struct std::__is_location_invariant<torch_ext::CompleteWrapped>
-    : std::true_type {};
-#endif
 
 namespace torch_ext {
 
