@@ -12,9 +12,16 @@ CORE_SOURCES = [
     f"{CSRC}/future_utils.cpp",
     f"{CSRC}/wrap_future_op.cpp",
     f"{CSRC}/register_ops.cpp",
+    f"{CSRC}/checkpointer.cpp",
+    f"{CSRC}/checkpoint_file.cpp",
+    f"{CSRC}/staging.cpp",
+    f"{CSRC}/checkpointer_class.cpp",
+    f"{CSRC}/tcp_store_barrier.cpp",
 ]
 COMPILE_ARGS = ["-O2", "-fvisibility=hidden", "-fvisibility-inlines-hidden"]
 INCLUDE_DIRS = [os.path.join(ROOT, "include"), ROOT]
+# An editable install copies the library there; git does not keep empty folders.
+os.makedirs(os.path.join(ROOT, "torch_ext", "lib"), exist_ok=True)
 
 
 class BuildLibraryFirst(BuildExtension):
