@@ -39,7 +39,7 @@ test: python cpp
 	TORCH_EXT_CPP_BUILD=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest test -q
 
 demo: cpp
-	$(BUILD)/examples/future_helpers_demo
+	$(BUILD)/examples/async_checkpoint_demo --mib 256 --out $(BUILD)/demo_checkpoints
 
 clean:
 	rm -rf build torch_ext/_C.so torch_ext/lib/*.so *.egg-info
