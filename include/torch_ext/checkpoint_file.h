@@ -16,7 +16,8 @@ TORCH_EXT_API std::string checkpoint_file_path(
     int64_t rank);
 
 // Writes `state_dict` to checkpoint_file_path(path, rank) in torch.save's zip
-// format, durably, on the calling thread: into a temporary file in the same
+// format (as with torch.serialization.set_crc32_options(False): torch.load
+// reads it, unzip warns about the CRC32s), durably, on the calling thread: into a temporary file in the same
 // folder (created if missing), fsync'd, renamed over the previous file, the
 // folder fsync'd. On failure it throws an error naming the file, removes the
 // temporary file and leaves the previous checkpoint as it was. Tensors must be

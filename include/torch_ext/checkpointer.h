@@ -55,7 +55,9 @@ class TORCH_EXT_API AsyncCheckpointer {
   // without starting this save), as upstream does. Then returns at once:
   // - stage_future (NoneType): completes when the tensors are copied on a
   //   background thread, after which the caller may change them; fails with
-  //   the staging error (an unsupported value, for example).
+  //   the staging error (an unsupported value, for example). The copy's
+  //   memory is kept until close() and reused by the next save of tensors
+  //   of the same shapes, as upstream's stager keeps its buffers.
   // - write_future (NoneType): completes when the file is durably on disk:
   //   written to a temporary file in the same folder, fsync'd, renamed over
   //   the previous checkpoint, the folder fsync'd; then the barrier, if any.

@@ -142,6 +142,23 @@ TEST_F(CheckpointerTest, TensorsMayChangeOnceStagedWithoutChangingTheCheckpoint)
   EXPECT_TRUE(torch::equal(loaded, torch::ones({256, 1024})));
 }
 
+TEST_F(CheckpointerTest, ConsecutiveSavesOfTheSameTensorsKeepTheirOwnValues) {
+  torch_ext::AsyncCheckpointer checkpointer;
+  at::Tensor weight = torch::zeros({1 << 16});
+  GenericDict state = make_dict();
+  state.insert("weight", weight);
+  for (int step = 1; step <= 3; ++step) {
+    weight.fill_(step);
+    auto [staged, written] = checkpointer.save(folder(std::to_string(step)), state);
+    staged->waitAndThrow();
+  }
+  checkpointer.close();
+  for (int step = 1; step <= 3; ++step) {
+    at::Tensor loaded = checkpointer.load(folder(std::to_string(step))).toGenericDict().at("weight").toTensor();
+    EXPECT_TRUE(torch::equal(loaded, torch::full({1 << 16}, float(step)))) << step;
+  }
+}
+
 TEST_F(CheckpointerTest, StagingThreadsSplitLargeTensorsIntoPieces) {
   torch_ext::AsyncCheckpointer checkpointer(options(0, 1, /*staging_threads=*/3));
   GenericDict state = make_dict();

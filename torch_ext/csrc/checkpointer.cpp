@@ -42,6 +42,7 @@ struct AsyncCheckpointer::Impl {
   std::mutex mutex; // serializes save and close
   FuturePtr pending_write;
   bool closed = false;
+  std::vector<at::Tensor> staging_buffers; // used on the stager thread only
   // Staging and writing have a thread each, so that one save's write
   // overlaps the caller's work after its staging.
   detail::SerialExecutor stager;
@@ -90,7 +91,8 @@ std::pair<FuturePtr, FuturePtr> AsyncCheckpointer::save(
   impl->stager.post([impl, path, state_dict, staged, written] {
     c10::IValue copy;
     try {
-      copy = detail::stage_state_dict(state_dict, impl->options.staging_threads);
+      copy = detail::stage_state_dict(
+          state_dict, impl->options.staging_threads, impl->staging_buffers);
     } catch (...) {
       std::exception_ptr error = std::current_exception();
       complete_guarded([&] { staged->setError(error); });
@@ -129,6 +131,7 @@ void AsyncCheckpointer::close() {
   impl_->stager.join(); // posts the last write first
   impl_->writer.join();
   impl_->pending_write.reset();
+  impl_->staging_buffers.clear();
 }
 
 } // namespace torch_ext

@@ -68,6 +68,12 @@ c10::Dict<std::string, c10::IValue> ScriptCheckpointer::load(
   // Unpickled dicts have Any keys; TorchScript wants Dict(str, Any).
   c10::impl::GenericDict loaded(c10::StringType::get(), c10::AnyType::get());
   for (const auto& entry : checkpointer_.load(path).toGenericDict()) {
+    TORCH_CHECK_TYPE(
+        entry.key().isString(),
+        "AsyncCheckpointer.load expected the checkpoint at '",
+        path,
+        "' to be a dict with string keys, found a key of type ",
+        entry.key().tagKind());
     loaded.insert(entry.key(), entry.value());
   }
   return c10::impl::toTypedDict<std::string, c10::IValue>(std::move(loaded));
@@ -82,7 +88,8 @@ void checkpointer_save_boxed(torch::jit::Stack& stack) {
   const std::string path = torch::jit::pop(stack).toStringRef();
   auto self = torch::jit::pop(stack).toCustomClass<ScriptCheckpointer>();
   auto [staged, written] = self->checkpointer().save(path, state_dict);
-  torch::jit::push(stack, std::move(staged), std::move(written));
+  torch::jit::push(
+      stack, c10::ivalue::Tuple::create(std::move(staged), std::move(written)));
 }
 
 c10::FunctionSchema checkpointer_save_schema() {
@@ -98,7 +105,8 @@ c10::FunctionSchema checkpointer_save_schema() {
        Argument(
            "state_dict",
            c10::DictType::create(c10::StringType::get(), c10::AnyType::get()))},
-      {Argument("stage_future", done), Argument("write_future", done)});
+      // A method has one return: the two futures come as a tuple.
+      {Argument("", c10::TupleType::create({done, done}))});
 }
 
 } // namespace torch_ext::ops

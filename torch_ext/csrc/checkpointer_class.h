@@ -31,7 +31,7 @@ class ScriptCheckpointer : public torch::CustomClassHolder {
 };
 
 // save(self, str path, Dict(str, Any) state_dict)
-//     -> (Future(NoneType) stage_future, Future(NoneType) write_future)
+//     -> (Future(NoneType), Future(NoneType)): stage_future, write_future
 // Boxed, with its schema written out: schema inference has no case for
 // futures, and a typed method returning them aborts at load time.
 void checkpointer_save_boxed(torch::jit::Stack& stack);

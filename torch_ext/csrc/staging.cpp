@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -30,8 +31,20 @@ std::string child_path(const std::string& parent, const std::string& key) {
   return parent.empty() ? key : parent + "." + key;
 }
 
+bool reusable_for(const at::Tensor& buffer, const at::Tensor& tensor) {
+  return buffer.use_count() == 1 && buffer.storage().use_count() == 1 &&
+      buffer.sizes() == tensor.sizes() && buffer.dtype() == tensor.dtype();
+}
+
 class Stager {
  public:
+  explicit Stager(std::vector<at::Tensor> previous)
+      : previous_(std::move(previous)) {}
+
+  std::vector<at::Tensor> take_buffers() {
+    return std::move(buffers_);
+  }
+
   c10::IValue copy(const c10::IValue& value, const std::string& where) {
     if (value.isTensor()) {
       return stage_tensor(value.toTensor(), where);
@@ -114,8 +127,18 @@ class Stager {
         "' is a ",
         tensor.layout(),
         " tensor; expected a dense (strided) tensor");
-    at::Tensor destination = at::empty(
-        tensor.sizes(), at::TensorOptions().dtype(tensor.dtype()));
+    at::Tensor destination;
+    const size_t index = buffers_.size();
+    if (index < previous_.size() && reusable_for(previous_[index], tensor)) {
+      destination = std::move(previous_[index]);
+    } else {
+      if (index < previous_.size()) {
+        previous_[index].reset(); // its memory may serve this allocation
+      }
+      destination =
+          at::empty(tensor.sizes(), at::TensorOptions().dtype(tensor.dtype()));
+    }
+    buffers_.push_back(destination);
     const size_t bytes = destination.nbytes();
     if (tensor.device().is_cpu() && tensor.is_contiguous() &&
         !tensor.is_conj() && !tensor.is_neg()) {
@@ -141,18 +164,24 @@ class Stager {
   }
 
   std::vector<CopyTask> tasks_;
+  std::vector<at::Tensor> previous_;
+  std::vector<at::Tensor> buffers_;
 };
 
 } // namespace
 
-c10::IValue stage_state_dict(const c10::IValue& state_dict, int threads) {
+c10::IValue stage_state_dict(
+    const c10::IValue& state_dict,
+    int threads,
+    std::vector<at::Tensor>& buffers) {
   TORCH_CHECK_TYPE(
       state_dict.isGenericDict(),
       "expected the state_dict to be a dict with string keys, got ",
       state_dict.tagKind());
-  Stager stager;
+  Stager stager(std::exchange(buffers, {}));
   c10::IValue staged = stager.copy(state_dict, "");
   stager.run(threads);
+  buffers = stager.take_buffers();
   return staged;
 }
 
