@@ -52,7 +52,7 @@ setup(
         ),
         CppExtension(
             "torch_ext._C",
-            [f"{CSRC}/python_module.cpp"],
+            [f"{CSRC}/python_module.cpp", f"{CSRC}/python_checkpointer.cpp"],
             include_dirs=INCLUDE_DIRS,
             extra_compile_args=COMPILE_ARGS,
             libraries=["torch_ext"],

@@ -6,6 +6,7 @@ when the value (if it is a future) completes, or with its exception.
 """
 
 from torch_ext import _native  # noqa: F401
+from torch_ext.checkpointer import AsyncCheckpointer
 from torch_ext.future_utils import on_complete, wrap_future
 
-__all__ = ["on_complete", "wrap_future"]
+__all__ = ["AsyncCheckpointer", "on_complete", "wrap_future"]

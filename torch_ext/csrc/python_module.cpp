@@ -1,9 +1,12 @@
 // torch_ext._C: links libtorch_ext (which registers the ops) into the Python
-// process and teaches wrap_future Python's way of storing failures.
+// process, teaches wrap_future Python's way of storing failures, and binds
+// the Python side of AsyncCheckpointer.save.
 #include <Python.h>
 #include <pybind11/pybind11.h>
 
 #include <torch_ext/future_utils.h>
+
+#include "python_checkpointer.h"
 
 namespace {
 
@@ -25,4 +28,5 @@ std::exception_ptr python_exception_in_value(const c10::IValue& value) {
 
 PYBIND11_MODULE(_C, module) {
   torch_ext::set_error_from_value_hook(&python_exception_in_value);
+  torch_ext::python::bind_checkpointer(module);
 }
