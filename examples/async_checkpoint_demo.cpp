@@ -31,7 +31,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Flags {
   double mib = 256; // of parameters
-  int steps = 200;
+  int steps = 150;
   int interval = 50;
   int batch = 8;
   std::string out = "demo_checkpoints";
@@ -41,7 +41,7 @@ void usage(const char* program) {
   std::cerr << "usage: " << program
             << " [--mib N] [--steps N] [--interval N] [--batch N] [--out DIR]\n"
                "  --mib       MiB of float32 parameters (default 256)\n"
-               "  --steps     training steps (default 200)\n"
+               "  --steps     training steps (default 150)\n"
                "  --interval  steps between checkpoints (default 50)\n"
                "  --batch     batch size (default 8)\n"
                "  --out       folder for the checkpoints (default demo_checkpoints)\n";
