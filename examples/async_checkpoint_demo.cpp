@@ -31,8 +31,8 @@ using Clock = std::chrono::steady_clock;
 
 struct Flags {
   double mib = 256; // of parameters
-  int steps = 150;
-  int interval = 50;
+  int steps = 100;
+  int interval = 25;
   int batch = 8;
   std::string out = "demo_checkpoints";
 };
@@ -41,8 +41,8 @@ void usage(const char* program) {
   std::cerr << "usage: " << program
             << " [--mib N] [--steps N] [--interval N] [--batch N] [--out DIR]\n"
                "  --mib       MiB of float32 parameters (default 256)\n"
-               "  --steps     training steps (default 150)\n"
-               "  --interval  steps between checkpoints (default 50)\n"
+               "  --steps     training steps (default 100)\n"
+               "  --interval  steps between checkpoints (default 25)\n"
                "  --batch     batch size (default 8)\n"
                "  --out       folder for the checkpoints (default demo_checkpoints)\n";
 }
