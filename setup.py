@@ -12,6 +12,11 @@ CORE_SOURCES = [
     f"{CSRC}/future_utils.cpp",
     f"{CSRC}/wrap_future_op.cpp",
     f"{CSRC}/register_ops.cpp",
+    f"{CSRC}/checkpointer.cpp",
+    f"{CSRC}/checkpoint_file.cpp",
+    f"{CSRC}/staging.cpp",
+    f"{CSRC}/checkpointer_class.cpp",
+    f"{CSRC}/tcp_store_barrier.cpp",
 ]
 COMPILE_ARGS = ["-O2", "-fvisibility=hidden", "-fvisibility-inlines-hidden"]
 INCLUDE_DIRS = [os.path.join(ROOT, "include"), ROOT]
@@ -48,7 +53,7 @@ setup(
         ),
         CppExtension(
             "torch_ext._C",
-            [f"{CSRC}/python_module.cpp"],
+            [f"{CSRC}/python_module.cpp", f"{CSRC}/python_checkpointer.cpp"],
             include_dirs=INCLUDE_DIRS,
             extra_compile_args=COMPILE_ARGS,
             libraries=["torch_ext"],

@@ -1,5 +1,6 @@
 // torch_ext._C: links libtorch_ext (which registers the ops) into the Python
-// process and teaches wrap_future Python's way of storing failures.
+// process, teaches wrap_future Python's way of storing failures, and binds
+// the Python side of AsyncCheckpointer.save.
 #include <Python.h>
 #include <pybind11/pybind11.h>
 #include <torch/csrc/jit/python/pybind_utils.h>
@@ -9,6 +10,8 @@
 #include <string>
 
 #include <torch_ext/future_utils.h>
+
+#include "python_checkpointer.h"
 
 namespace {
 
@@ -84,4 +87,5 @@ PYBIND11_MODULE(_C, module) {
             torch_ext::wrap_future(original_result.fut));
       },
       pybind11::arg("original_result"));
+  torch_ext::python::bind_checkpointer(module);
 }

@@ -1,0 +1,83 @@
+#pragma once
+
+#include <ATen/core/ivalue.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include <torch_ext/export.h>
+#include <torch_ext/future_utils.h>
+
+namespace torch_ext {
+
+// Waits until every rank reaches it, or throws. Called on the writer thread
+// after this rank's file is durably written, as upstream's CheckpointWriter
+// calls its Barrier.
+class TORCH_EXT_API Barrier {
+ public:
+  virtual ~Barrier() = default;
+  virtual void execute_barrier() = 0;
+};
+
+struct AsyncCheckpointerOptions {
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  // Without one, write_future completes when this rank's file is written.
+  std::shared_ptr<Barrier> barrier;
+  // Threads that copy the tensors of one save, at least 1.
+  int staging_threads = 1;
+};
+
+// Asynchronous checkpoints in the layout and format of upstream's
+// torch.distributed.checkpoint._experimental CheckpointWriter: one file per
+// rank, `<path>/checkpoint_<rank>.pt`, in torch.save's zip format, which
+// torch.load and upstream's CheckpointReader read, whole or partially.
+//
+//   torch_ext::AsyncCheckpointer checkpointer;
+//   auto [staged, written] = checkpointer.save("ckpt/step_100", state_dict);
+//   staged->waitAndThrow();   // the tensors may change from here on
+//   ...
+//   written->waitAndThrow();  // durably on disk (and every rank's, with a barrier)
+//
+// Thread-safe: save, load and close may be called from any thread.
+class TORCH_EXT_API AsyncCheckpointer {
+ public:
+  explicit AsyncCheckpointer(AsyncCheckpointerOptions options = {});
+  ~AsyncCheckpointer(); // close()
+  AsyncCheckpointer(const AsyncCheckpointer&) = delete;
+  AsyncCheckpointer& operator=(const AsyncCheckpointer&) = delete;
+
+  // `state_dict` is a dict with string keys whose values are tensors, dicts
+  // with string keys, lists, ints, floats, bools, strings or None, nested.
+  // First waits for the previous save's write and rethrows its error (once,
+  // without starting this save), as upstream does. Then returns at once:
+  // - stage_future (NoneType): completes when the tensors are copied on a
+  //   background thread, after which the caller may change them; fails with
+  //   the staging error (an unsupported value, for example). The copy's
+  //   memory is kept until close() and reused by the next save of tensors
+  //   of the same shapes, as upstream's stager keeps its buffers.
+  // - write_future (NoneType): completes when the file is durably on disk:
+  //   written to a temporary file in the same folder, fsync'd, renamed over
+  //   the previous checkpoint, the folder fsync'd; then the barrier, if any.
+  //   On failure the previous checkpoint is left as it was and no temporary
+  //   file remains; the error names the path.
+  std::pair<FuturePtr, FuturePtr> save(
+      const std::string& path,
+      const c10::IValue& state_dict);
+
+  // Reads `<path>/checkpoint_<rank>.pt`, written by this class or by
+  // upstream's CheckpointWriter (torch.save), onto the CPU.
+  c10::IValue load(const std::string& path) const;
+
+  // Waits for the pending save, then stops the threads. Later saves throw.
+  // Errors of the pending save stay in its futures.
+  void close();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace torch_ext

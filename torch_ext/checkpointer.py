@@ -1,0 +1,76 @@
+"""``AsyncCheckpointer``: the C++ checkpointer, ``torch.classes.torch_ext.AsyncCheckpointer``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+
+from torch_ext import _C
+
+__all__ = ["AsyncCheckpointer"]
+
+
+class AsyncCheckpointer:
+    """Saves state dicts asynchronously, in upstream DCP's layout and format.
+
+    Mirrors ``torch.distributed.checkpoint._experimental``'s
+    ``AsyncCheckpointer`` with a ``CheckpointWriter``: each rank writes
+    ``<path>/checkpoint_<rank>.pt`` in ``torch.save``'s format, which
+    upstream's ``CheckpointReader`` and ``torch.load`` read. Staging and
+    writing run on C++ threads, without the GIL.
+
+    With ``barrier_host``, rank 0 serves a c10d ``TCPStore`` at
+    ``barrier_host:barrier_port`` and a save's write future completes only
+    once every rank has written its file.
+
+    Example::
+
+        >>> checkpointer = torch_ext.AsyncCheckpointer()
+        >>> stage_future, write_future = checkpointer.save("ckpt/step_1", model.state_dict())
+        >>> stage_future.wait()   # the tensors may change from here on
+        >>> write_future.wait()   # durably on disk
+        >>> state_dict = checkpointer.load("ckpt/step_1")
+    """
+
+    def __init__(
+        self,
+        rank: int = 0,
+        world_size: int = 1,
+        *,
+        staging_threads: int = 1,
+        barrier_host: str | None = None,
+        barrier_port: int = 0,
+        barrier_timeout_secs: float = 600.0,
+    ) -> None:
+        self._impl = torch.classes.torch_ext.AsyncCheckpointer(
+            rank, world_size, staging_threads, barrier_host, barrier_port, barrier_timeout_secs
+        )
+
+    def save(
+        self, path: str | os.PathLike, state_dict: dict[str, Any]
+    ) -> tuple[torch._C.Future, torch._C.Future]:
+        """Start saving ``state_dict``; return ``(stage_future, write_future)``.
+
+        Waits first for the previous save's write and raises its error, as
+        upstream does. ``stage_future`` completes with None once the tensors
+        are copied (they may change from then on); ``write_future`` once the
+        file is durably written (and, with a barrier, every rank's). Either
+        fails with the error that stopped it.
+        """
+        return _C._save(self._impl, os.fspath(path), state_dict)
+
+    def load(self, path: str | os.PathLike) -> dict[str, Any]:
+        """Read ``<path>/checkpoint_<rank>.pt`` (ours or upstream's) onto the CPU."""
+        return self._impl.load(os.fspath(path))
+
+    def close(self) -> None:
+        """Wait for the pending save, then stop the threads."""
+        self._impl.close()
+
+    def __enter__(self) -> AsyncCheckpointer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
