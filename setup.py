@@ -53,7 +53,11 @@ setup(
         ),
         CppExtension(
             "torch_ext._C",
-            [f"{CSRC}/python_module.cpp", f"{CSRC}/python_checkpointer.cpp"],
+            [
+                f"{CSRC}/python_module.cpp",
+                f"{CSRC}/python_future_utils.cpp",
+                f"{CSRC}/python_checkpointer.cpp",
+            ],
             include_dirs=INCLUDE_DIRS,
             extra_compile_args=COMPILE_ARGS,
             libraries=["torch_ext"],

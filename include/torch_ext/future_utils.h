@@ -36,9 +36,10 @@ TORCH_EXT_API FuturePtr wrap_future(const FuturePtr& original_result);
 // once, when the future completes with a value or an error, on the completing
 // thread (inline if it is already complete). Whatever the callback throws is
 // logged with its message and never escapes into markCompleted, setError or
-// addCallback, nor stops the future's other callbacks. Callbacks of futures
-// completed from within a callback run after it returns, on the same thread
-// and in the same order c10 would use, so that chains need no stack per link.
+// addCallback, nor stops the future's other callbacks. Such callbacks nest
+// inline as c10's do up to 16 deep on a thread; deeper ones are queued and
+// run on the same thread, in the order c10 would use, when the callback at
+// depth 16 returns, so that chains need no stack per link.
 //
 //   torch_ext::on_complete(fut, [](c10::ivalue::Future& f) {
 //     if (f.hasError()) report(f.exception_ptr());
