@@ -11,7 +11,7 @@ JOBS ?= 2
 PYTHON ?= $(shell python3 -c 'import torch' >/dev/null 2>&1 && command -v python3 || echo $(CURDIR)/$(VENV)/bin/python)
 export PYTHON
 
-CSRC := $(wildcard torch_ext/csrc/*.cpp torch_ext/csrc/*.h include/torch_ext/*.h)
+CSRC := $(wildcard torch_ext/csrc/*/*.cpp torch_ext/csrc/*/*.h include/torch_ext/*.h)
 PY_EXT_STAMP := build/.python-extension
 CPP_STAMP := build/.cpp-configured
 

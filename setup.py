@@ -1,3 +1,4 @@
+import glob
 import os
 
 from setuptools import find_packages, setup
@@ -6,18 +7,10 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = "torch_ext/csrc"
 
-# The same sources as CMakeLists.txt's torch_ext target: one library, with the
-# project's only TORCH_LIBRARY, shared by Python and C++ users alike.
-CORE_SOURCES = [
-    f"{CSRC}/future_utils.cpp",
-    f"{CSRC}/wrap_future_op.cpp",
-    f"{CSRC}/register_ops.cpp",
-    f"{CSRC}/checkpointer.cpp",
-    f"{CSRC}/checkpoint_file.cpp",
-    f"{CSRC}/staging.cpp",
-    f"{CSRC}/checkpointer_class.cpp",
-    f"{CSRC}/tcp_store_barrier.cpp",
-]
+# The library is every source under these folders, as CMakeLists.txt globs
+# them: one library, shared by Python and C++ users alike.
+CORE_SOURCES = sorted(glob.glob(f"{CSRC}/futures/*.cpp") + glob.glob(f"{CSRC}/checkpoint/*.cpp"))
+PYTHON_SOURCES = sorted(glob.glob(f"{CSRC}/python/*.cpp"))
 COMPILE_ARGS = ["-O2", "-fvisibility=hidden", "-fvisibility-inlines-hidden"]
 INCLUDE_DIRS = [os.path.join(ROOT, "include"), ROOT]
 # An editable install copies lib/libtorch_ext.so into the source tree, into a
@@ -47,17 +40,15 @@ setup(
             CORE_SOURCES,
             include_dirs=INCLUDE_DIRS,
             extra_compile_args=COMPILE_ARGS,
+            define_macros=[("TORCH_EXT_BUILDING_LIBRARY", None)],
+            libraries=["isal"],
             # The soname lets a process that already loaded the C++ package's
             # libtorch_ext.so reuse it instead of registering the ops twice.
             extra_link_args=["-Wl,-soname,libtorch_ext.so"],
         ),
         CppExtension(
             "torch_ext._C",
-            [
-                f"{CSRC}/python_module.cpp",
-                f"{CSRC}/python_future_utils.cpp",
-                f"{CSRC}/python_checkpointer.cpp",
-            ],
+            PYTHON_SOURCES,
             include_dirs=INCLUDE_DIRS,
             extra_compile_args=COMPILE_ARGS,
             libraries=["torch_ext"],

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need and this machine lacks:
 # torch (the pinned CPU wheel, into ./.venv unless $PYTHON already imports it),
-# the Python test tools, and GoogleTest and Google Benchmark from Debian.
+# the Python test tools, and GoogleTest, Google Benchmark and ISA-L from Debian.
 set -euo pipefail
 torch_version=$1
 cd "$(dirname "$0")/.."
@@ -20,9 +20,9 @@ if ((${#missing[@]})); then
   "$PYTHON" -m pip install -q "${missing[@]}"
 fi
 
-if [[ ! -f /usr/include/gtest/gtest.h || ! -f /usr/include/benchmark/benchmark.h ]]; then
+if [[ ! -f /usr/include/gtest/gtest.h || ! -f /usr/include/benchmark/benchmark.h || ! -f /usr/include/isa-l/crc.h ]]; then
   sudo=""
   [[ $(id -u) == 0 ]] || sudo=sudo
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq libgtest-dev libbenchmark-dev
+  $sudo apt-get install -y -qq libgtest-dev libbenchmark-dev libisal-dev
 fi

@@ -9,14 +9,16 @@ that upstream DCP reads.
 
 from torch_ext import _native  # noqa: F401
 from torch_ext.bridges import to_concurrent_future, to_torch_future
-from torch_ext.checkpointer import AsyncCheckpointer
+from torch_ext.checkpointer import AsyncCheckpointer, load, save
 from torch_ext.dcp import patch_dcp
 from torch_ext.future_utils import on_complete, wrap_future
 
 __all__ = [
     "AsyncCheckpointer",
+    "load",
     "on_complete",
     "patch_dcp",
+    "save",
     "to_concurrent_future",
     "to_torch_future",
     "wrap_future",

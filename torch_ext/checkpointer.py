@@ -3,13 +3,47 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from torch_ext import _C
 
-__all__ = ["AsyncCheckpointer"]
+__all__ = ["AsyncCheckpointer", "load", "save"]
+
+
+def _keys(keys: Sequence[str] | None) -> list[str] | None:
+    if isinstance(keys, str):
+        raise TypeError("keys must be a sequence of dotted paths, not a str")
+    return None if keys is None else list(keys)
+
+
+def save(obj: Any, f: str | os.PathLike) -> None:
+    """Write ``obj`` to the file ``f`` as ``torch.save`` does, durably.
+
+    ``torch.load(f, weights_only=True)`` reads it back with the same types.
+    Every record carries its CRC32; tensors that share a storage are written
+    once. The file appears whole or not at all: it is written beside ``f``,
+    fsync'd, then renamed over it. ``obj`` holds tensors, dicts (str, int,
+    float or bool keys; ``OrderedDict`` kept with its ``_metadata``), lists,
+    tuples, ``torch.Size``, None, bool, int, float and str; anything else
+    raises ``TypeError`` naming its entry.
+    """
+    _C.save(obj, os.fspath(f))
+
+
+def load(f: str | os.PathLike, *, verify: bool = True, keys: Sequence[str] | None = None) -> Any:
+    """Read a file written by :func:`save` or ``torch.save``, running no code.
+
+    Like ``torch.load(f, weights_only=True, mmap=True)``: tensors are views of
+    the file mapped copy-on-write, and a pickle naming anything but tensors,
+    containers and scalars is refused with an error naming it. Unlike it,
+    every record read is checked against its CRC32 (``verify=False`` skips
+    that, and then only what is touched is read). ``keys`` names entries by
+    dotted path (``"model.fc.weight"``, ``"optim.state.0"``): only those are
+    returned, in the file's nesting, and only their records are read.
+    """
+    return _C.load(os.fspath(f), verify, _keys(keys))
 
 
 class AsyncCheckpointer:
@@ -34,19 +68,11 @@ class AsyncCheckpointer:
         >>> state_dict = checkpointer.load("ckpt/step_1")
     """
 
-    def __init__(
-        self,
-        rank: int = 0,
-        world_size: int = 1,
-        *,
-        staging_threads: int = 1,
-        barrier_host: str | None = None,
-        barrier_port: int = 0,
-        barrier_timeout_secs: float = 600.0,
-    ) -> None:
-        self._impl = torch.classes.torch_ext.AsyncCheckpointer(
-            rank, world_size, staging_threads, barrier_host, barrier_port, barrier_timeout_secs
-        )
+    def __init__(self, rank: int = 0, world_size: int = 1, **options: Any) -> None:
+        # Options and their defaults are C++'s AsyncCheckpointerOptions, which
+        # the TorchScript class declares: staging_threads, and barrier_host,
+        # barrier_port and barrier_timeout_secs for the TCPStore barrier.
+        self._impl = torch.classes.torch_ext.AsyncCheckpointer(rank, world_size, **options)
 
     def save(
         self, path: str | os.PathLike, state_dict: dict[str, Any]
@@ -61,9 +87,11 @@ class AsyncCheckpointer:
         """
         return _C._save(self._impl, os.fspath(path), state_dict)
 
-    def load(self, path: str | os.PathLike) -> dict[str, Any]:
-        """Read ``<path>/checkpoint_<rank>.pt`` (ours or upstream's) onto the CPU."""
-        return self._impl.load(os.fspath(path))
+    def load(
+        self, path: str | os.PathLike, *, verify: bool = True, keys: Sequence[str] | None = None
+    ) -> dict[str, Any]:
+        """Read ``<path>/checkpoint_<rank>.pt`` (ours or upstream's): :func:`torch_ext.load`."""
+        return _C._load(self._impl, os.fspath(path), verify, _keys(keys))
 
     def close(self) -> None:
         """Wait for the pending save, then stop the threads."""

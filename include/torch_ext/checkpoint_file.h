@@ -4,33 +4,51 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include <torch_ext/checkpoint_values.h>
 #include <torch_ext/export.h>
 
 namespace torch_ext {
 
+// How a checkpoint file is read.
+struct ReadOptions {
+  // Check every record read against its CRC32 (torch.load checks none).
+  // Off, a load touches only the bytes its tensors are read at.
+  bool verify = true;
+  // Empty: everything. Otherwise dotted paths into nested dicts
+  // (`model.fc.weight`, `optim.state.0`; a list item by its index), each of
+  // which must name an entry: the result holds those entries only, in the
+  // file's nesting and order, and only their records are read.
+  std::vector<std::string> keys;
+};
+
+// Writes `state_dict` to `file` in torch.save's format, so that torch.load
+// (weights_only=True) and upstream DCP's CheckpointReader read it with the
+// same Python types; every record carries its CRC32, and tensors that share a
+// storage are written once. Durably, on the calling thread: into a temporary
+// file in the same folder, fsync'd, renamed over `file`, the folder fsync'd.
+// On failure it throws an error naming the file and leaves `file` as it
+// was. Values are those value_kind() accepts; tensors must be on the CPU.
+TORCH_EXT_API void write_checkpoint_file(const std::string& file, const c10::IValue& state_dict);
+
+// Reads a file written by write_checkpoint_file or torch.save, running no
+// code (a restricted unpickler, as torch.load(weights_only=True)). Tensors
+// are views of the file mapped copy-on-write, as torch.load(mmap=True)
+// gives: changing them leaves the file as it is. Tensors that shared a
+// storage when saved share one again. Any damage (a flipped bit with
+// `verify`, a truncation, garbage) throws an error naming the file.
+TORCH_EXT_API c10::IValue read_checkpoint_file(const std::string& file, const ReadOptions& options = {});
+
 // `<path>/checkpoint_<rank>.pt`, the file of one rank, as upstream's
 // CheckpointWriter and CheckpointReader name it.
-TORCH_EXT_API std::string checkpoint_file_path(
-    const std::string& path,
-    int64_t rank);
+TORCH_EXT_API std::string checkpoint_file_path(const std::string& path, int64_t rank);
 
-// Writes `state_dict` to checkpoint_file_path(path, rank) in torch.save's zip
-// format (as with torch.serialization.set_crc32_options(False): torch.load
-// reads it, unzip warns about the CRC32s), durably, on the calling thread: into a temporary file in the same
-// folder (created if missing), fsync'd, renamed over the previous file, the
-// folder fsync'd. On failure it throws an error naming the file, removes the
-// temporary file and leaves the previous checkpoint as it was. Tensors must be
-// on the CPU; values are those AsyncCheckpointer::save accepts.
-TORCH_EXT_API void write_checkpoint(
-    const std::string& path,
-    int64_t rank,
-    const c10::IValue& state_dict);
+// write_checkpoint_file(checkpoint_file_path(path, rank)), creating the
+// folder `path` if missing.
+TORCH_EXT_API void write_checkpoint(const std::string& path, int64_t rank, const c10::IValue& state_dict);
 
-// Reads checkpoint_file_path(path, rank), written by write_checkpoint or by
-// torch.save, onto the CPU.
-TORCH_EXT_API c10::IValue read_checkpoint(
-    const std::string& path,
-    int64_t rank);
+// read_checkpoint_file(checkpoint_file_path(path, rank), options).
+TORCH_EXT_API c10::IValue read_checkpoint(const std::string& path, int64_t rank, const ReadOptions& options = {});
 
 } // namespace torch_ext

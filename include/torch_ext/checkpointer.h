@@ -7,6 +7,7 @@
 #include <string>
 #include <utility>
 
+#include <torch_ext/checkpoint_file.h>
 #include <torch_ext/export.h>
 #include <torch_ext/future_utils.h>
 
@@ -21,13 +22,16 @@ class TORCH_EXT_API Barrier {
   virtual void execute_barrier() = 0;
 };
 
+// The one statement of the checkpointer's options, their defaults (here) and
+// bounds (checked by AsyncCheckpointer's constructor); TorchScript and Python
+// take their defaults from here.
 struct AsyncCheckpointerOptions {
   int64_t rank = 0;
   int64_t world_size = 1;
   // Without one, write_future completes when this rank's file is written.
   std::shared_ptr<Barrier> barrier;
-  // Threads that copy the tensors of one save, at least 1.
-  int staging_threads = 1;
+  // Threads that copy the tensors of one save, in [1, 1024].
+  int64_t staging_threads = 1;
 };
 
 // Asynchronous checkpoints in the layout and format of upstream's
@@ -49,15 +53,15 @@ class TORCH_EXT_API AsyncCheckpointer {
   AsyncCheckpointer(const AsyncCheckpointer&) = delete;
   AsyncCheckpointer& operator=(const AsyncCheckpointer&) = delete;
 
-  // `state_dict` is a dict with string keys whose values are tensors, dicts
-  // with string keys, lists, ints, floats, bools, strings or None, nested.
+  // `state_dict` is a dict of the values a checkpoint holds (value_kind() in
+  // <torch_ext/checkpoint_values.h>): a model's, an optimizer's, nested.
   // First waits for the previous save's write and rethrows its error (once,
   // without starting this save), as upstream does. Then returns at once:
   // - stage_future (NoneType): completes when the tensors are copied on a
   //   background thread, after which the caller may change them; fails with
   //   the staging error (an unsupported value, for example). The copy's
-  //   memory is kept until close() and reused by the next save of tensors
-  //   of the same shapes, as upstream's stager keeps its buffers.
+  //   memory is kept until close() and reused by the next save of storages
+  //   of the same sizes, as upstream's stager keeps its buffers.
   // - write_future (NoneType): completes when the file is durably on disk:
   //   written to a temporary file in the same folder, fsync'd, renamed over
   //   the previous checkpoint, the folder fsync'd; then the barrier, if any.
@@ -68,8 +72,8 @@ class TORCH_EXT_API AsyncCheckpointer {
       const c10::IValue& state_dict);
 
   // Reads `<path>/checkpoint_<rank>.pt`, written by this class or by
-  // upstream's CheckpointWriter (torch.save), onto the CPU.
-  c10::IValue load(const std::string& path) const;
+  // upstream's CheckpointWriter (torch.save): read_checkpoint().
+  c10::IValue load(const std::string& path, const ReadOptions& options = {}) const;
 
   // Waits for the pending save, then stops the threads. Later saves throw.
   // Errors of the pending save stay in its futures.

@@ -42,7 +42,7 @@ struct AsyncCheckpointer::Impl {
   std::mutex mutex; // serializes save and close
   FuturePtr pending_write;
   bool closed = false;
-  std::vector<at::Tensor> staging_buffers; // used on the stager thread only
+  std::vector<c10::Storage> staging_buffers; // used on the stager thread only
   // Staging and writing have a thread each, so that one save's write
   // overlaps the caller's work after its staging.
   detail::SerialExecutor stager;
@@ -58,8 +58,8 @@ AsyncCheckpointer::AsyncCheckpointer(AsyncCheckpointerOptions options) {
       " and world_size ",
       options.world_size);
   TORCH_CHECK_VALUE(
-      options.staging_threads >= 1,
-      "AsyncCheckpointer expected staging_threads >= 1, got ",
+      options.staging_threads >= 1 && options.staging_threads <= 1024,
+      "AsyncCheckpointer expected 1 <= staging_threads <= 1024, got ",
       options.staging_threads);
   impl_ = std::make_unique<Impl>(std::move(options));
 }
@@ -80,6 +80,8 @@ std::pair<FuturePtr, FuturePtr> AsyncCheckpointer::save(
   TORCH_CHECK(!impl_->closed, "AsyncCheckpointer.save called after close()");
   TORCH_CHECK_VALUE(
       !path.empty(), "AsyncCheckpointer.save expected a checkpoint folder, got ''");
+  TORCH_CHECK_TYPE(
+      state_dict.isGenericDict(), "AsyncCheckpointer.save expected the state_dict to be a dict, got ", state_dict.tagKind());
   if (FuturePtr previous = std::exchange(impl_->pending_write, nullptr)) {
     previous->waitAndThrow();
   }
@@ -92,7 +94,7 @@ std::pair<FuturePtr, FuturePtr> AsyncCheckpointer::save(
     c10::IValue copy;
     try {
       copy = detail::stage_state_dict(
-          state_dict, impl->options.staging_threads, impl->staging_buffers);
+          state_dict, static_cast<int>(impl->options.staging_threads), impl->staging_buffers);
     } catch (...) {
       std::exception_ptr error = std::current_exception();
       complete_guarded([&] { staged->setError(error); });
@@ -118,8 +120,8 @@ std::pair<FuturePtr, FuturePtr> AsyncCheckpointer::save(
   return {wrap_future(staged), written};
 }
 
-c10::IValue AsyncCheckpointer::load(const std::string& path) const {
-  return read_checkpoint(path, impl_->options.rank);
+c10::IValue AsyncCheckpointer::load(const std::string& path, const ReadOptions& options) const {
+  return read_checkpoint(path, impl_->options.rank, options);
 }
 
 void AsyncCheckpointer::close() {

@@ -1,0 +1,166 @@
+#include "durable_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <utility>
+
+#include <c10/util/Exception.h>
+
+namespace torch_ext::detail {
+namespace {
+
+// The disk starts writing every this many bytes, so that it works while we
+// still copy and the final fsync waits only for the tail.
+constexpr uint64_t kWritebackBytes = uint64_t{8} << 20;
+constexpr const char* kTemporarySuffix = ".tmp";
+
+std::string error_text(int error) {
+  return std::strerror(error);
+}
+
+std::string temporary_path_for(const std::string& path) {
+  static std::atomic<uint64_t> counter{0};
+  const std::filesystem::path target(path);
+  return (target.parent_path() /
+          ("." + target.filename().string() + "." + std::to_string(::getpid()) + "." +
+           std::to_string(counter++) + kTemporarySuffix))
+      .string();
+}
+
+void fsync_folder(const std::string& folder, const std::string& path) {
+  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  TORCH_CHECK(
+      fd >= 0, "cannot open the folder '", folder, "' to fsync it after writing '", path, "': ", error_text(errno));
+  const int result = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  TORCH_CHECK(result == 0, "fsync of the folder '", folder, "' after writing '", path, "' failed: ", error_text(error));
+}
+
+} // namespace
+
+DurableFile::DurableFile(std::string path)
+    : path_(std::move(path)), temporary_path_(temporary_path_for(path_)) {
+  fd_ = ::open(temporary_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  TORCH_CHECK(
+      fd_ >= 0, "cannot create a temporary file '", temporary_path_, "' to write '", path_, "': ", error_text(errno));
+}
+
+DurableFile::~DurableFile() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+  }
+  if (!committed_) {
+    ::unlink(temporary_path_.c_str());
+  }
+}
+
+void DurableFile::write(const void* data, size_t size) {
+  const char* bytes = static_cast<const char*>(data);
+  while (size > 0) {
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(size, kWritebackBytes));
+    const ssize_t written = ::write(fd_, bytes, chunk);
+    if (written < 0 && errno == EINTR) {
+      continue;
+    }
+    TORCH_CHECK(written >= 0, "writing '", path_, "' failed: ", error_text(errno));
+    bytes += written;
+    size -= static_cast<size_t>(written);
+    position_ += static_cast<uint64_t>(written);
+    if (position_ - written_back_ >= kWritebackBytes) {
+      start_writeback();
+    }
+  }
+}
+
+void DurableFile::start_writeback() {
+#ifdef __linux__
+  // A hint: fsync reports the errors.
+  ::sync_file_range(
+      fd_,
+      static_cast<off_t>(written_back_),
+      static_cast<off_t>(position_ - written_back_),
+      SYNC_FILE_RANGE_WRITE);
+#endif
+  written_back_ = position_;
+}
+
+void DurableFile::commit() {
+  TORCH_CHECK(::fsync(fd_) == 0, "fsync of '", path_, "' failed: ", error_text(errno));
+  const int fd = std::exchange(fd_, -1);
+  TORCH_CHECK(::close(fd) == 0, "closing '", path_, "' failed: ", error_text(errno));
+  TORCH_CHECK(
+      ::rename(temporary_path_.c_str(), path_.c_str()) == 0,
+      "cannot rename '",
+      temporary_path_,
+      "' to '",
+      path_,
+      "': ",
+      error_text(errno));
+  committed_ = true;
+  const std::string folder = std::filesystem::path(path_).parent_path().string();
+  fsync_folder(folder.empty() ? "." : folder, path_);
+}
+
+bool DurableFile::is_temporary_name(const std::string& file_name) {
+  const size_t suffix = std::strlen(kTemporarySuffix);
+  return file_name.size() > suffix + 1 && file_name[0] == '.' &&
+      file_name.compare(file_name.size() - suffix, suffix, kTemporarySuffix) == 0;
+}
+
+std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  TORCH_CHECK(fd >= 0, "cannot open the checkpoint file '", path, "': ", error_text(errno));
+  struct stat status {};
+  const bool stated = ::fstat(fd, &status) == 0;
+  const int stat_error = errno;
+  if (!stated || !S_ISREG(status.st_mode)) {
+    ::close(fd);
+    TORCH_CHECK(stated, "cannot stat the checkpoint file '", path, "': ", error_text(stat_error));
+    TORCH_CHECK(false, "the checkpoint file '", path, "' is not a regular file");
+  }
+  const auto size = static_cast<uint64_t>(status.st_size);
+  void* data = nullptr;
+  if (size > 0) {
+    // Private and writable: copy-on-write, as torch.load(mmap=True) maps.
+    data = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  }
+  const int error = errno;
+  ::close(fd); // the mapping keeps the file
+  TORCH_CHECK(data != MAP_FAILED, "cannot map the checkpoint file '", path, "': ", error_text(error));
+  return std::shared_ptr<const MappedFile>(new MappedFile(path, static_cast<uint8_t*>(data), size));
+}
+
+MappedFile::MappedFile(std::string path, uint8_t* data, uint64_t size)
+    : path_(std::move(path)), data_(data), size_(size) {}
+
+MappedFile::~MappedFile() {
+  if (data_ != nullptr) {
+    ::munmap(data_, size_);
+  }
+}
+
+void MappedFile::prefetch(uint64_t offset, uint64_t size) const {
+#if defined(__linux__) && defined(MADV_POPULATE_READ)
+  const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+  const uint64_t begin = offset / page * page;
+  const uint64_t end = std::min(size_, offset + size);
+  if (end > begin) {
+    // Fails with EINVAL on kernels before 5.14; then the reads fault as usual.
+    ::madvise(data_ + begin, end - begin, MADV_POPULATE_READ);
+  }
+#else
+  (void)offset;
+  (void)size;
+#endif
+}
+
+} // namespace torch_ext::detail

@@ -1,0 +1,17 @@
+#pragma once
+
+#include <ATen/core/ivalue.h>
+
+#include <string>
+#include <vector>
+
+namespace torch_ext::detail {
+
+// The entries of `state` that `keys` name (ReadOptions::keys): each key is a
+// dotted path, matched against dict keys as key_text() prints them (a key
+// may hold dots itself: `model` -> `fc.weight`) and list or tuple items by
+// index. Containers keep their kind and order and hold only what was named.
+// Throws a ValueError naming `file` and every key that names nothing.
+c10::IValue select_keys(const c10::IValue& state, const std::vector<std::string>& keys, const std::string& file);
+
+} // namespace torch_ext::detail

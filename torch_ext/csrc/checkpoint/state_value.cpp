@@ -1,0 +1,237 @@
+#include "state_value.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <utility>
+
+#include <c10/util/Exception.h>
+
+namespace torch_ext::detail {
+namespace {
+
+constexpr const char* kWhatACheckpointHolds =
+    "a checkpoint holds dense tensors, dicts with str, int, float or bool "
+    "keys, lists, tuples, torch.Size, None, bool, int, float and str";
+
+// Python's repr of a float: the shortest text that reads back the same.
+std::string float_text(double value) {
+  if (std::isnan(value)) {
+    return "nan";
+  }
+  if (std::isinf(value)) {
+    return value > 0 ? "inf" : "-inf";
+  }
+  char text[32];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(text, sizeof(text), "%.*g", precision, value);
+    if (std::strtod(text, nullptr) == value) {
+      break;
+    }
+  }
+  std::string result(text);
+  if (result.find_first_of(".en") == std::string::npos) {
+    result += ".0";
+  }
+  return result;
+}
+
+std::string describe_unsupported(const c10::IValue& value) {
+  if (value.isTensor()) {
+    const at::Tensor& tensor = value.toTensor();
+    if (!tensor.defined()) {
+      return "an undefined tensor";
+    }
+    std::ostringstream what;
+    what << "a tensor of layout " << tensor.layout() << ", dtype " << tensor.scalar_type()
+         << " on " << tensor.device();
+    return what.str();
+  }
+  return std::string("a ") + value.tagKind();
+}
+
+} // namespace
+
+std::string key_text(const c10::IValue& key) {
+  if (key.isString()) {
+    return key.toStringRef();
+  }
+  if (key.isBool()) {
+    return key.toBool() ? "True" : "False";
+  }
+  if (key.isInt()) {
+    return std::to_string(key.toInt());
+  }
+  if (key.isDouble()) {
+    return float_text(key.toDouble());
+  }
+  return std::string("<") + key.tagKind() + ">";
+}
+
+void KeyPath::push_key(const c10::IValue& key) {
+  push_key(key_text(key));
+}
+
+void KeyPath::push_key(const std::string& key) {
+  ends_.push_back(text_.size());
+  if (!text_.empty()) {
+    text_ += '.';
+  }
+  text_ += key;
+}
+
+void KeyPath::push_index(size_t index) {
+  ends_.push_back(text_.size());
+  text_ += '[' + std::to_string(index) + ']';
+}
+
+void KeyPath::pop() {
+  text_.resize(ends_.back());
+  ends_.pop_back();
+}
+
+std::string KeyPath::describe() const {
+  return ends_.empty() ? std::string("the state_dict") : "entry '" + text_ + "'";
+}
+
+void throw_unsupported(const KeyPath& path, const std::string& what) {
+  TORCH_CHECK_TYPE(false, "state_dict ", path.describe(), " is ", what, "; ", kWhatACheckpointHolds);
+}
+
+ValueKind kind_at(const c10::IValue& value, const KeyPath& path) {
+  const std::optional<ValueKind> kind = value_kind(value);
+  if (!kind) {
+    throw_unsupported(path, describe_unsupported(value));
+  }
+  if (is_container(*kind)) {
+    check_depth(path);
+  }
+  return *kind;
+}
+
+void check_depth(const KeyPath& path) {
+  if (path.depth() >= kMaxDepth) {
+    throw_unsupported(path, "nested deeper than " + std::to_string(kMaxDepth) + " levels (or holds itself)");
+  }
+}
+
+void check_key(const c10::IValue& key, const KeyPath& path) {
+  if (!is_valid_key(key)) {
+    throw_invalid_key(path, key.tagKind());
+  }
+}
+
+void throw_invalid_key(const KeyPath& path, const std::string& key_type) {
+  TORCH_CHECK_TYPE(
+      false, "state_dict ", path.describe(), " is a dict with a key of type ", key_type, "; ", kWhatACheckpointHolds);
+}
+
+bool is_container(ValueKind kind) {
+  switch (kind) {
+    case ValueKind::List:
+    case ValueKind::Tuple:
+    case ValueKind::Size:
+    case ValueKind::Dict:
+    case ValueKind::OrderedDict:
+      return true;
+    default:
+      return false;
+  }
+}
+
+void IValueBuilder::leaf(const c10::IValue& value, ValueKind /*kind*/) {
+  add(value);
+}
+
+void IValueBuilder::tensor(const at::Tensor& tensor) {
+  add(tensor);
+}
+
+void IValueBuilder::begin(const c10::IValue& /*container*/, ValueKind kind) {
+  begin(kind);
+}
+
+void IValueBuilder::begin(ValueKind kind) {
+  frames_.emplace_back();
+  frames_.back().kind = kind;
+}
+
+void IValueBuilder::key(const c10::IValue& key) {
+  frames_.back().pending_key = key;
+}
+
+void IValueBuilder::attributes(const c10::impl::GenericDict& /*attributes*/) {
+  frames_.back().reading_attributes = true;
+}
+
+void IValueBuilder::end(const c10::IValue& /*container*/, ValueKind kind) {
+  end(kind);
+}
+
+void IValueBuilder::end(ValueKind kind) {
+  Frame frame = std::move(frames_.back());
+  frames_.pop_back();
+  TORCH_INTERNAL_ASSERT(frame.kind == kind);
+  switch (kind) {
+    case ValueKind::List: {
+      c10::impl::GenericList list(c10::AnyType::get());
+      list.reserve(frame.items.size());
+      for (c10::IValue& item : frame.items) {
+        list.push_back(std::move(item));
+      }
+      add(std::move(list));
+      return;
+    }
+    case ValueKind::Tuple:
+    case ValueKind::Size: {
+      c10::IValue tuple(c10::ivalue::Tuple::create(std::move(frame.items)));
+      if (kind == ValueKind::Size) {
+        mark_size(tuple);
+      }
+      add(std::move(tuple));
+      return;
+    }
+    case ValueKind::Dict:
+    case ValueKind::OrderedDict: {
+      bool string_keys = true;
+      for (const auto& entry : frame.dict) {
+        string_keys = string_keys && entry.key().isString();
+      }
+      // Dict(str, Any) where it can be: TorchScript's type for a state dict.
+      if (string_keys) {
+        frame.dict.unsafeSetKeyType(c10::StringType::get());
+      }
+      if (kind == ValueKind::OrderedDict) {
+        mark_ordered_dict(frame.dict, std::move(frame.attributes));
+      }
+      add(std::move(frame.dict));
+      return;
+    }
+    default:
+      TORCH_INTERNAL_ASSERT(false, "IValueBuilder::end of a leaf");
+  }
+}
+
+void IValueBuilder::add(c10::IValue value) {
+  if (frames_.empty()) {
+    result_ = std::move(value);
+    return;
+  }
+  Frame& frame = frames_.back();
+  if (frame.reading_attributes) {
+    frame.attributes = value.toGenericDict();
+    frame.reading_attributes = false;
+  } else if (frame.kind == ValueKind::Dict || frame.kind == ValueKind::OrderedDict) {
+    frame.dict.insert_or_assign(std::move(frame.pending_key), std::move(value));
+  } else {
+    frame.items.push_back(std::move(value));
+  }
+}
+
+c10::IValue IValueBuilder::take() {
+  TORCH_INTERNAL_ASSERT(frames_.empty(), "IValueBuilder::take before the outermost end()");
+  return std::move(result_);
+}
+
+} // namespace torch_ext::detail
