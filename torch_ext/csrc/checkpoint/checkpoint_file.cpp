@@ -147,7 +147,7 @@ c10::IValue read_checkpoint_file(const std::string& file, const ReadOptions& opt
   c10::IValue state = detail::unpickle_state(
       record_text(archive, pickle),
       [&binder](const std::string& key) { return binder.placeholder(key); },
-      [&archive](const std::string& what) { archive.fail(what); });
+      [&file](const std::string& what) { TORCH_CHECK(false, "cannot load the checkpoint file '", file, "': ", what); });
   if (!options.keys.empty()) {
     state = detail::select_keys(state, options.keys, file);
   }

@@ -71,7 +71,8 @@ void DurableFile::write(const void* data, size_t size) {
     if (written < 0 && errno == EINTR) {
       continue;
     }
-    TORCH_CHECK(written >= 0, "writing '", path_, "' failed: ", error_text(errno));
+    TORCH_CHECK(
+        written >= 0, "writing '", path_, "' failed: ", error_text(errno), "; the file is left as it was before");
     bytes += written;
     size -= static_cast<size_t>(written);
     position_ += static_cast<uint64_t>(written);

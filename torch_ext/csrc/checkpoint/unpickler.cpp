@@ -474,7 +474,7 @@ class Unpickler {
     } else {
       fail(
           "its pickle names the global '" + module + "." + name +
-          "', which a checkpoint may not hold. Loading runs no code: it allows only torch's tensor rebuild "
+          "', which a checkpoint may not hold; loading runs no code, and allows only torch's tensor rebuild "
           "functions, storage classes and dtypes, collections.OrderedDict and torch.Size");
     }
     stack_.push_back(std::move(item));
@@ -609,21 +609,21 @@ class Unpickler {
     }
     expect(dtype.has_value(), "a _rebuild_tensor_v2 over an untyped storage");
 
-    // The elements it reaches must lie in its storage.
+    // The elements it reaches must lie in its storage (an empty tensor
+    // reaches none).
     const c10::Storage storage = arguments[0].value.toStorage();
     const auto offset = static_cast<uint64_t>(arguments[1].value.toInt());
-    const uint64_t item_size = c10::elementSize(*dtype);
-    const uint64_t capacity = storage.nbytes() / item_size;
-    uint64_t last = offset;
-    bool empty = false;
-    for (size_t i = 0; i < sizes.size(); ++i) {
-      empty = empty || sizes[i] == 0;
-      const auto extent = static_cast<uint64_t>(std::max<int64_t>(sizes[i] - 1, 0));
-      const auto stride = static_cast<uint64_t>(strides[i]);
-      expect(stride == 0 || extent <= (capacity - std::min(last, capacity)) / stride, "a tensor larger than its storage");
-      last += extent * stride;
+    if (std::find(sizes.begin(), sizes.end(), 0) == sizes.end()) {
+      const uint64_t capacity = storage.nbytes() / c10::elementSize(*dtype);
+      expect(offset < capacity, "a tensor that starts past the end of its storage");
+      uint64_t last = offset;
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const auto extent = static_cast<uint64_t>(sizes[i] - 1);
+        const auto stride = static_cast<uint64_t>(strides[i]);
+        expect(stride == 0 || extent <= (capacity - 1 - last) / stride, "a tensor larger than its storage");
+        last += extent * stride;
+      }
     }
-    expect(empty || last < capacity, "a tensor larger than its storage");
 
     at::Tensor tensor = at::empty({0}, at::TensorOptions().dtype(*dtype));
     tensor.set_(storage, static_cast<int64_t>(offset), sizes, strides);
