@@ -186,3 +186,11 @@ def test_torchscript_saves_waits_and_loads(tmp_path):
 def test_a_key_a_checkpoint_cannot_hold_is_refused_naming_where_it_is(checkpointer, tmp_path):
     with pytest.raises(TypeError, match="state_dict entry 'optimizer.state' is a dict with a key of type tuple"):
         checkpointer.save(tmp_path, {"optimizer": {"state": {(0, 1): torch.ones(1)}}})
+
+
+def test_torchscript_class_loads_verified_or_not_and_partially(tmp_path):
+    checkpointer = torch.classes.torch_ext.AsyncCheckpointer()
+    torch_ext.save({"model": {"w": torch.ones(2), "b": torch.zeros(1)}, "step": 4}, tmp_path / "checkpoint_0.pt")
+    assert_same({"model": {"w": torch.ones(2)}}, checkpointer.load(str(tmp_path), True, ["model.w"]))
+    assert checkpointer.load(str(tmp_path), verify=False)["step"] == 4
+    checkpointer.close()
