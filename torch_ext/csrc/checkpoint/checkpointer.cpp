@@ -90,9 +90,11 @@ std::pair<FuturePtr, FuturePtr> AsyncCheckpointer::save(
   auto written = c10::make_intrusive<Future>(c10::NoneType::get());
   impl_->pending_write = written;
   Impl* impl = impl_.get();
-  impl->stager.post([impl, path, state_dict, staged, written] {
+  auto fence = std::make_shared<const detail::DeviceFence>(state_dict);
+  impl->stager.post([impl, path, state_dict, fence, staged, written] {
     c10::IValue copy;
     try {
+      fence->wait();
       copy = detail::stage_state_dict(
           state_dict, static_cast<int>(impl->options.staging_threads), impl->staging_buffers);
     } catch (...) {

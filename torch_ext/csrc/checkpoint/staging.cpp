@@ -13,6 +13,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 #include <c10/util/ParallelGuard.h>
 
 #include "state_value.h"
@@ -140,7 +141,44 @@ class Stager : public IValueBuilder {
   std::unordered_map<const c10::StorageImpl*, std::pair<c10::Storage, c10::Storage>> staged_;
 };
 
+// The devices other than the CPU that hold a tensor of a state dict.
+struct DeviceCollector {
+  void leaf(const c10::IValue& /*value*/, ValueKind /*kind*/) {}
+  void begin(const c10::IValue& /*container*/, ValueKind /*kind*/) {}
+  void key(const c10::IValue& /*key*/) {}
+  void attributes(const c10::impl::GenericDict& /*attributes*/) {}
+  void end(const c10::IValue& /*container*/, ValueKind /*kind*/) {}
+  void tensor(const at::Tensor& tensor) {
+    const c10::Device device = tensor.device();
+    if (!device.is_cpu() && std::find(devices.begin(), devices.end(), device) == devices.end()) {
+      devices.push_back(device);
+    }
+  }
+  std::vector<c10::Device> devices;
+};
+
 } // namespace
+
+DeviceFence::DeviceFence(const c10::IValue& state_dict) {
+  DeviceCollector collector;
+  KeyPath path;
+  try {
+    visit_state(state_dict, collector, path);
+  } catch (const c10::Error&) {
+    // A value a checkpoint cannot hold: staging reports it, on its thread.
+  }
+  for (const c10::Device device : collector.devices) {
+    c10::Event event(device.type());
+    event.record(c10::impl::VirtualGuardImpl(device.type()).getStream(device));
+    events_.push_back(std::move(event));
+  }
+}
+
+void DeviceFence::wait() const {
+  for (const c10::Event& event : events_) {
+    event.synchronize();
+  }
+}
 
 c10::IValue stage_state_dict(const c10::IValue& state_dict, int threads, std::vector<c10::Storage>& buffers) {
   Stager stager(std::exchange(buffers, {}));
