@@ -179,6 +179,10 @@ TEST_F(CheckpointFileTest, EveryKindOfValueReadsBackTheSame) {
     const c10::IValue loaded = torch_ext::read_checkpoint_file(file("ckpt.pt"), {verify, {}});
     expect_same(state, loaded);
     EXPECT_EQ(sharing(state), sharing(loaded));
+    // Dict(str, Any), TorchScript's type of a state dict, where every key is a str.
+    const auto dict = loaded.toGenericDict();
+    EXPECT_EQ(dict.keyType()->kind(), c10::TypeKind::StringType);
+    EXPECT_EQ(dict.at("keys").toGenericDict().keyType()->kind(), c10::TypeKind::AnyType);
   }
 }
 

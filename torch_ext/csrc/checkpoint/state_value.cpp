@@ -1,5 +1,6 @@
 #include "state_value.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -140,6 +141,12 @@ bool is_container(ValueKind kind) {
   }
 }
 
+void settle_key_type(c10::impl::GenericDict& dict) {
+  const bool string_keys =
+      std::all_of(dict.begin(), dict.end(), [](const auto& entry) { return entry.key().isString(); });
+  dict.unsafeSetKeyType(string_keys ? c10::TypePtr(c10::StringType::get()) : c10::TypePtr(c10::AnyType::get()));
+}
+
 void IValueBuilder::leaf(const c10::IValue& value, ValueKind /*kind*/) {
   add(value);
 }
@@ -194,14 +201,7 @@ void IValueBuilder::end(ValueKind kind) {
     }
     case ValueKind::Dict:
     case ValueKind::OrderedDict: {
-      bool string_keys = true;
-      for (const auto& entry : frame.dict) {
-        string_keys = string_keys && entry.key().isString();
-      }
-      // Dict(str, Any) where it can be: TorchScript's type for a state dict.
-      if (string_keys) {
-        frame.dict.unsafeSetKeyType(c10::StringType::get());
-      }
+      settle_key_type(frame.dict);
       if (kind == ValueKind::OrderedDict) {
         mark_ordered_dict(frame.dict, std::move(frame.attributes));
       }

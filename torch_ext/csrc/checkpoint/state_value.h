@@ -61,6 +61,11 @@ TORCH_EXT_API void check_key(const c10::IValue& key, const KeyPath& path);
 
 TORCH_EXT_API bool is_container(ValueKind kind);
 
+// Gives `dict` the key type str when every key is a str (TorchScript's
+// Dict(str, Any), the type of a state dict), else Any. For dicts built from
+// a file or from Python, once they are complete.
+TORCH_EXT_API void settle_key_type(c10::impl::GenericDict& dict);
+
 // Marks `tuple` as torch.Size (make_size builds one).
 TORCH_EXT_API void mark_size(const c10::IValue& tuple);
 

@@ -373,8 +373,12 @@ class Unpickler {
           parent_value.isNone() || child.internalToPointer() != parent_value.internalToPointer(),
           "a container put into itself");
       Shape& shape = shape_of(child);
-      if (shape.ordered_dict_attributes && !shape.frozen) {
-        mark_ordered_dict(child.toGenericDict(), *shape.ordered_dict_attributes);
+      if (child.isGenericDict() && !shape.frozen) { // complete from here on
+        c10::impl::GenericDict dict = child.toGenericDict();
+        settle_key_type(dict);
+        if (shape.ordered_dict_attributes) {
+          mark_ordered_dict(dict, *shape.ordered_dict_attributes);
+        }
       }
       shape.frozen = true;
       parent.depth = std::max(parent.depth, shape.depth + 1);
