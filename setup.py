@@ -7,10 +7,12 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension
 ROOT = os.path.dirname(os.path.abspath(__file__))
 CSRC = "torch_ext/csrc"
 
-# The library is every source under these folders, as CMakeLists.txt globs
-# them: one library, shared by Python and C++ users alike.
-CORE_SOURCES = sorted(glob.glob(f"{CSRC}/futures/*.cpp") + glob.glob(f"{CSRC}/checkpoint/*.cpp"))
-PYTHON_SOURCES = sorted(glob.glob(f"{CSRC}/python/*.cpp"))
+# The library is every source under torch_ext/csrc but the Python module's
+# (torch_ext/csrc/python), as CMakeLists.txt globs them: one library, shared
+# by Python and C++ users alike.
+ALL_SOURCES = glob.glob(f"{CSRC}/**/*.cpp", recursive=True)
+PYTHON_SOURCES = sorted(path for path in ALL_SOURCES if path.startswith(f"{CSRC}/python/"))
+CORE_SOURCES = sorted(set(ALL_SOURCES) - set(PYTHON_SOURCES))
 COMPILE_ARGS = ["-O2", "-fvisibility=hidden", "-fvisibility-inlines-hidden"]
 INCLUDE_DIRS = [os.path.join(ROOT, "include"), ROOT]
 # An editable install copies lib/libtorch_ext.so into the source tree, into a
