@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -88,6 +89,10 @@ struct OptimizerCase {
   std::function<std::unique_ptr<optim::Optimizer>(std::vector<at::Tensor>)> configured;
   std::function<std::unique_ptr<optim::Optimizer>(std::vector<at::Tensor>)> fresh;
 };
+
+void PrintTo(const OptimizerCase& config, std::ostream* out) {
+  *out << config.name;
+}
 
 std::vector<OptimizerCase> optimizer_cases() {
   return {
