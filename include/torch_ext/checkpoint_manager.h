@@ -90,7 +90,9 @@ class TORCH_EXT_API CheckpointManager {
   //   full disk, an unwritable root), which ranks missed the barrier, or
   //   that the commit itself failed. The previous committed step stays
   //   loadable, and the next save is unaffected.
-  // Then rank 0 applies retention, on the manager's thread.
+  // Then rank 0 applies retention, on the manager's thread. Callbacks on
+  // the futures run on the manager's threads: they must not call save,
+  // save_failure, wait_until_finished or close, which wait for them.
   // A state_dict that is not a dict throws a TypeError here, after telling
   // the other ranks that this rank fails the save.
   std::pair<FuturePtr, FuturePtr> save(int64_t step, const c10::IValue& state_dict);
