@@ -4,17 +4,20 @@
 when the value (if it is a future) completes, or with its exception.
 ``on_complete`` is the safe ``add_done_callback`` it is built on.
 ``AsyncCheckpointer`` is their first user: asynchronous checkpoints in C++
-that upstream DCP reads.
+that upstream DCP reads; ``CheckpointManager`` keeps a training run's steps
+(commit, latest, retention, crash-safe resume).
 """
 
 from torch_ext import _native  # noqa: F401
 from torch_ext.bridges import to_concurrent_future, to_torch_future
+from torch_ext.checkpoint_manager import CheckpointManager
 from torch_ext.checkpointer import AsyncCheckpointer, load, save
 from torch_ext.dcp import patch_dcp
 from torch_ext.future_utils import on_complete, wrap_future
 
 __all__ = [
     "AsyncCheckpointer",
+    "CheckpointManager",
     "load",
     "on_complete",
     "patch_dcp",

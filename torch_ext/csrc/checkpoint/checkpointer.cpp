@@ -9,6 +9,7 @@
 
 #include <torch_ext/checkpoint_file.h>
 
+#include "complete_guarded.h"
 #include "serial_executor.h"
 #include "staging.h"
 
@@ -18,18 +19,9 @@ using c10::ivalue::Future;
 
 namespace {
 
-// c10 lets a callback's exception escape from markCompleted and setError,
-// after the future is complete: it must not stop our threads.
 template <typename Complete>
 void complete_guarded(Complete&& complete) noexcept {
-  try {
-    complete();
-  } catch (const std::exception& e) {
-    LOG(ERROR) << "AsyncCheckpointer: a callback of a checkpoint future threw: "
-               << e.what();
-  } catch (...) {
-    LOG(ERROR) << "AsyncCheckpointer: a callback of a checkpoint future threw";
-  }
+  detail::complete_guarded("AsyncCheckpointer", std::forward<Complete>(complete));
 }
 
 } // namespace

@@ -35,17 +35,17 @@ std::string temporary_path_for(const std::string& path) {
       .string();
 }
 
+} // namespace
+
 void fsync_folder(const std::string& folder, const std::string& path) {
   const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   TORCH_CHECK(
-      fd >= 0, "cannot open the folder '", folder, "' to fsync it after writing '", path, "': ", error_text(errno));
+      fd >= 0, "cannot open the folder '", folder, "' to fsync it after updating '", path, "': ", error_text(errno));
   const int result = ::fsync(fd);
   const int error = errno;
   ::close(fd);
-  TORCH_CHECK(result == 0, "fsync of the folder '", folder, "' after writing '", path, "' failed: ", error_text(error));
+  TORCH_CHECK(result == 0, "fsync of the folder '", folder, "' after updating '", path, "' failed: ", error_text(error));
 }
-
-} // namespace
 
 DurableFile::DurableFile(std::string path)
     : path_(std::move(path)), temporary_path_(temporary_path_for(path_)) {

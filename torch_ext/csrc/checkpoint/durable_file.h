@@ -40,6 +40,10 @@ class DurableFile {
   bool committed_ = false;
 };
 
+// Makes the entries of `folder` durable (after a rename, a creation or an
+// unlink in it). Errors name `folder` and `path`, the entry it was for.
+void fsync_folder(const std::string& folder, const std::string& path);
+
 // A whole file mapped read-only into memory, copy-on-write: tensors built
 // over it may be written to without changing the file, as with
 // torch.load(mmap=True). Shared by every tensor made from it, and unmapped

@@ -1,0 +1,200 @@
+"""torch_ext.CheckpointManager in one process: what the Python layer adds to
+the C++ manager (state dict conversion, torch futures, the GIL, stores,
+options), and the crash leftovers a Python user meets."""
+
+import collections
+import datetime
+import os
+import threading
+import time
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import torch_ext
+
+TIMEOUT_S = 120
+
+
+def wait(future):
+    """future.wait(), at most TIMEOUT_S."""
+    done = threading.Event()
+    future.add_done_callback(lambda _: done.set())
+    assert done.wait(TIMEOUT_S), "a future did not complete in time"
+    return future.wait()
+
+
+def error_of(future):
+    with pytest.raises(Exception) as raised:
+        wait(future)
+    return str(raised.value)
+
+
+def training_state(step):
+    torch.manual_seed(step)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.BatchNorm1d(16), torch.nn.Linear(16, 2))
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randn(4, 8)).sum().backward()
+    optim.step()
+    return {"model": model.state_dict(), "optim": optim.state_dict(), "rng": torch.get_rng_state(), "step": step}
+
+
+def assert_same(expected, actual):
+    assert type(actual) is type(expected), (expected, actual)
+    if isinstance(expected, torch.Tensor):
+        assert expected.dtype == actual.dtype and torch.equal(expected, actual)
+    elif isinstance(expected, dict):
+        assert list(expected) == list(actual)
+        for key in expected:
+            assert_same(expected[key], actual[key])
+    elif isinstance(expected, (list, tuple)):
+        assert len(expected) == len(actual)
+        for e, a in zip(expected, actual):
+            assert_same(e, a)
+    else:
+        assert expected == actual
+
+
+def test_a_training_state_saves_commits_and_loads_back_with_its_python_types(tmp_path):
+    with torch_ext.CheckpointManager(tmp_path) as manager:
+        assert manager.all_steps() == [] and manager.latest_step() is None
+        states = {step: training_state(step) for step in (3, 6)}
+        for step, state in states.items():
+            stage_future, commit_future = manager.save(step, state)
+            assert isinstance(stage_future, torch._C.Future)
+            assert isinstance(commit_future, torch._C.Future)
+            assert wait(commit_future) is None
+        assert manager.all_steps() == [3, 6] and manager.latest_step() == 6
+        loaded = manager.load()
+        assert isinstance(loaded["model"], collections.OrderedDict)
+        assert_same(states[6], loaded)
+        assert_same(states[3], manager.load(3))
+        assert manager.load(3, keys=["step"]) == {"step": 3}
+        assert manager.step_path(6) == os.path.join(str(tmp_path), "step_6")
+        assert manager.root == str(tmp_path)
+    # What torch.load reads too.
+    assert torch.load(tmp_path / "step_6" / "checkpoint_0.pt", weights_only=True)["step"] == 6
+
+
+def test_options_reach_the_cpp_manager_and_default_to_its_defaults(tmp_path):
+    with torch_ext.CheckpointManager(tmp_path / "all") as manager:  # max_to_keep unset: keep every step
+        for step in range(1, 4):
+            wait(manager.save(step, {"step": step})[1])
+        manager.wait_until_finished()
+        assert manager.all_steps() == [1, 2, 3]
+    with torch_ext.CheckpointManager(tmp_path / "some", max_to_keep=1, keep_every_n_steps=2) as manager:
+        for step in range(1, 6):
+            wait(manager.save(step, {"step": step})[1])
+        manager.wait_until_finished()
+        assert manager.all_steps() == [2, 4, 5]
+    with pytest.raises(ValueError, match="max_to_keep >= 1"):
+        torch_ext.CheckpointManager(tmp_path, max_to_keep=0)
+    with pytest.raises(ValueError, match="expected a c10d store for world_size 2"):
+        torch_ext.CheckpointManager(tmp_path, rank=0, world_size=2)
+    with pytest.raises(TypeError):
+        torch_ext.CheckpointManager(tmp_path, no_such_option=1)
+
+
+def test_a_value_python_cannot_convert_raises_and_the_next_save_works(tmp_path):
+    manager = torch_ext.CheckpointManager(tmp_path)
+    with pytest.raises(TypeError, match="'model.bad'"):
+        manager.save(1, {"model": {"bad": object()}})
+    wait(manager.save(1, {"step": 1})[1])
+    assert manager.all_steps() == [1]
+
+
+def test_saving_a_committed_step_raises_and_a_failed_commit_names_step_and_path(tmp_path):
+    manager = torch_ext.CheckpointManager(tmp_path)
+    wait(manager.save(1, {"step": 1})[1])
+    with pytest.raises(RuntimeError, match="step 1 is already committed"):
+        manager.save(1, {"step": 2})
+    (tmp_path / "step_2").write_text("a file where the step's folder goes")
+    error = error_of(manager.save(2, {"step": 2})[1])
+    assert f"step 2 was not committed in '{tmp_path / 'step_2'}'" in error
+    assert "rank 0 failed to write its file" in error
+    assert manager.load() == {"step": 1}
+
+
+def test_callbacks_on_the_commit_future_run_python_while_the_caller_saves_again(tmp_path):
+    manager = torch_ext.CheckpointManager(tmp_path, max_to_keep=2)
+    seen = []
+    for step in range(4):
+        _, commit_future = manager.save(step, {"weight": torch.full((1000,), float(step))})
+        commit_future.add_done_callback(lambda f, step=step: seen.append((step, f.value())))
+    manager.close()
+    assert seen == [(step, None) for step in range(4)]
+    assert manager.all_steps() == [2, 3]
+
+
+def test_the_store_may_be_any_torch_distributed_store(tmp_path):
+    store = dist.HashStore()
+    managers = [None, None]
+
+    def construct(rank):
+        managers[rank] = torch_ext.CheckpointManager(tmp_path, rank=rank, world_size=2, store=store)
+
+    follower = threading.Thread(target=construct, args=(1,))
+    follower.start()
+    construct(0)
+    follower.join(TIMEOUT_S)
+    assert not follower.is_alive() and managers[1] is not None, "rank 1 could not construct its manager"
+    futures = [managers[rank].save(7, {"rank": rank})[1] for rank in range(2)]
+    for future in futures:
+        wait(future)
+    assert [manager.load() for manager in managers] == [{"rank": 0}, {"rank": 1}]
+    with pytest.raises(TypeError, match="expected store to be a torch.distributed.Store"):
+        torch_ext.CheckpointManager(tmp_path, store="localhost:29500")
+
+
+def test_a_save_waiting_for_a_late_rank_does_not_hold_up_the_jobs_store(tmp_path):
+    # Both ranks' managers share one TCPStore client, as the threads of a
+    # process share the default store. Rank 0 waits for rank 1's report on
+    # its own connection; on the shared one, rank 1's report would wait
+    # behind it until the barrier timeout.
+    store = dist.TCPStore("127.0.0.1", 0, 1, True, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    managers = [None, None]
+
+    def construct(rank):
+        managers[rank] = torch_ext.CheckpointManager(
+            tmp_path, rank=rank, world_size=2, store=store, barrier_timeout_secs=20
+        )
+
+    follower = threading.Thread(target=construct, args=(1,))
+    follower.start()
+    construct(0)
+    follower.join(TIMEOUT_S)
+    assert not follower.is_alive() and managers[1] is not None, "rank 1 could not construct its manager"
+    stage_future, leader = managers[0].save(1, {"rank": 0})
+    wait(stage_future)
+    time.sleep(0.5)  # rank 0's writer is now waiting for rank 1
+    store.set("the job's own use", "goes through")
+    _, follower = managers[1].save(1, {"rank": 1})
+    wait(leader)
+    wait(follower)
+    assert managers[1].all_steps() == [1]
+
+
+def plant_crash_leftovers(root):
+    (root / "step_7").mkdir()  # in mid-save: every file but no commit file
+    torch_ext.save({"step": 7}, root / "step_7" / "checkpoint_0.pt")
+    (root / "step_8").mkdir()  # half deleted: the commit file goes first
+    (root / "step_8" / ".checkpoint_0.pt.4242.0.tmp").write_bytes(b"partial")
+    (root / "step_1" / ".checkpoint_0.pt.4242.1.tmp").write_bytes(b"a stale temporary")
+    (root / ".stray.4242.2.tmp").write_bytes(b"stale")
+
+
+def test_listing_skips_crash_leftovers_and_start_up_removes_them(tmp_path):
+    manager = torch_ext.CheckpointManager(tmp_path)
+    wait(manager.save(1, {"step": 1})[1])
+    plant_crash_leftovers(tmp_path)
+    (tmp_path / "notes.txt").write_text("not the manager's")
+    assert manager.all_steps() == [1]
+    with pytest.raises(RuntimeError, match="step 7 is not committed"):
+        manager.load(7)
+    manager.close()
+
+    manager = torch_ext.CheckpointManager(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt", "step_1"]
+    assert sorted(os.listdir(tmp_path / "step_1")) == ["checkpoint_0.pt", "commit_success.txt"]
+    assert manager.load() == {"step": 1}

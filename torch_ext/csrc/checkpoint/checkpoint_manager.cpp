@@ -1,0 +1,348 @@
+#include <torch_ext/checkpoint_manager.h>
+
+#include <exception>
+#include <mutex>
+#include <shared_mutex>
+#include <sstream>
+#include <utility>
+
+#include <c10/util/Exception.h>
+#include <c10/util/Logging.h>
+
+#include <torch_ext/checkpoint_file.h>
+
+#include "complete_guarded.h"
+#include "rank_exchange.h"
+#include "retention.h"
+#include "serial_executor.h"
+#include "staging.h"
+#include "step_commit.h"
+
+namespace torch_ext {
+
+using c10::ivalue::Future;
+
+namespace {
+
+template <typename Complete>
+void complete_guarded(Complete&& complete) noexcept {
+  detail::complete_guarded("CheckpointManager", std::forward<Complete>(complete));
+}
+
+std::string message_of(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an unknown error";
+  }
+}
+
+std::exception_ptr runtime_error(const std::string& message) {
+  try {
+    TORCH_CHECK(false, message);
+  } catch (...) {
+    return std::current_exception();
+  }
+  return nullptr;
+}
+
+std::string join(const std::vector<int64_t>& steps) {
+  std::ostringstream out;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    out << (i ? ", " : "") << steps[i];
+  }
+  return out.str();
+}
+
+void check_options(const std::string& root, const CheckpointManagerOptions& options) {
+  TORCH_CHECK_VALUE(!root.empty(), "CheckpointManager expected a root folder, got ''");
+  TORCH_CHECK_VALUE(
+      options.world_size >= 1 && options.rank >= 0 && options.rank < options.world_size,
+      "CheckpointManager expected 0 <= rank < world_size, got rank ",
+      options.rank,
+      " and world_size ",
+      options.world_size);
+  TORCH_CHECK_VALUE(
+      !options.max_to_keep || *options.max_to_keep >= 1,
+      "CheckpointManager expected max_to_keep >= 1 (or unset, to keep every step), got ",
+      options.max_to_keep.value_or(0));
+  TORCH_CHECK_VALUE(
+      !options.keep_every_n_steps || *options.keep_every_n_steps >= 1,
+      "CheckpointManager expected keep_every_n_steps >= 1 (or unset), got ",
+      options.keep_every_n_steps.value_or(0));
+  TORCH_CHECK_VALUE(
+      options.barrier_timeout.count() > 0,
+      "CheckpointManager expected a barrier_timeout > 0, got ",
+      options.barrier_timeout.count(),
+      " ms");
+  TORCH_CHECK_VALUE(
+      options.staging_threads >= 1 && options.staging_threads <= 1024,
+      "CheckpointManager expected 1 <= staging_threads <= 1024, got ",
+      options.staging_threads);
+}
+
+} // namespace
+
+struct CheckpointManager::Impl {
+  Impl(std::string root_, CheckpointManagerOptions options_)
+      : root(std::move(root_)),
+        options(std::move(options_)),
+        exchange(options.store, options.rank, options.world_size, options.barrier_timeout) {}
+
+  // One save, from its start on the calling thread to its end on the writer.
+  struct Save {
+    int64_t step;
+    int64_t sequence;
+    FuturePtr staged;
+    FuturePtr committed;
+    FuturePtr finished; // committed or not, and retention done
+  };
+
+  Save begin(int64_t step);
+  void stage(const Save& save, const c10::IValue& state_dict);
+  void fail(const Save& save, const std::exception_ptr& error, const std::string& what);
+  void write_and_commit(const Save& save, const c10::IValue* copy, std::optional<std::string> error);
+  void apply_retention(int64_t saved);
+  c10::IValue load_locked(int64_t step, const ReadOptions& options) const;
+
+  const std::string root;
+  const CheckpointManagerOptions options;
+  detail::RankExchange exchange; // on the writer thread, once constructed
+
+  std::mutex mutex; // serializes save and close
+  FuturePtr previous_finished;
+  int64_t next_sequence = 0;
+  bool closed = false;
+  std::vector<c10::Storage> staging_buffers; // on the stager thread only
+  // Loads hold it shared, retention's deletes exclusively: a step being read
+  // is deleted only once its file is mapped.
+  mutable std::shared_mutex deleting;
+  // Staging and writing have a thread each, so that a save's write overlaps
+  // the caller's work once it is staged.
+  detail::SerialExecutor stager;
+  detail::SerialExecutor writer;
+};
+
+CheckpointManager::CheckpointManager(std::string root, CheckpointManagerOptions options) {
+  check_options(root, options);
+  impl_ = std::make_unique<Impl>(std::move(root), std::move(options));
+  if (impl_->options.rank == 0) {
+    for (const std::string& failure : detail::remove_crash_leftovers(impl_->root)) {
+      LOG(WARNING) << "CheckpointManager: could not remove what a crash left: " << failure;
+    }
+  }
+  impl_->exchange.start_together("clean up '" + impl_->root + "'");
+}
+
+CheckpointManager::~CheckpointManager() {
+  try {
+    close();
+  } catch (const std::exception& e) {
+    LOG(ERROR) << "CheckpointManager: close failed in the destructor: " << e.what();
+  }
+}
+
+CheckpointManager::Impl::Save CheckpointManager::Impl::begin(int64_t step) {
+  TORCH_CHECK(!closed, "CheckpointManager.save called after close()");
+  TORCH_CHECK_VALUE(step >= 0, "CheckpointManager.save expected a step >= 0, got ", step);
+  if (previous_finished) {
+    // Its errors are in its futures; this save starts afresh.
+    std::exchange(previous_finished, nullptr)->wait();
+  }
+  // Every rank has learnt the previous outcome, so every rank sees the
+  // same committed steps here and raises alike.
+  if (detail::is_committed(root, step)) {
+    TORCH_CHECK(
+        false,
+        "CheckpointManager.save: step ",
+        step,
+        " is already committed in '",
+        detail::step_path(root, step),
+        "', and a committed step is never overwritten; expected a step that is not committed (committed: ",
+        join(detail::committed_steps(root)),
+        ")");
+  }
+  Save save{
+      step,
+      next_sequence++,
+      c10::make_intrusive<Future>(c10::NoneType::get()),
+      c10::make_intrusive<Future>(c10::NoneType::get()),
+      c10::make_intrusive<Future>(c10::NoneType::get())};
+  previous_finished = save.finished;
+  return save;
+}
+
+void CheckpointManager::Impl::stage(const Save& save, const c10::IValue& state_dict) {
+  stager.post([this, save, state_dict] {
+    c10::IValue copy;
+    try {
+      copy = detail::stage_state_dict(state_dict, static_cast<int>(options.staging_threads), staging_buffers);
+    } catch (...) {
+      fail(save, std::current_exception(), "stage its state dict");
+      return;
+    }
+    // Callbacks on the stage future run here, on the staging thread.
+    complete_guarded([&] { save.staged->markCompleted(); });
+    writer.post([this, save, copy = std::move(copy)] { write_and_commit(save, &copy, std::nullopt); });
+  });
+}
+
+void CheckpointManager::Impl::fail(const Save& save, const std::exception_ptr& error, const std::string& what) {
+  complete_guarded([&] { save.staged->setError(error); });
+  std::string failure = "rank " + std::to_string(options.rank) + " failed to " + what + ": " + message_of(error);
+  writer.post([this, save, failure = std::move(failure)] { write_and_commit(save, nullptr, failure); });
+}
+
+void CheckpointManager::Impl::write_and_commit(
+    const Save& save,
+    const c10::IValue* copy,
+    std::optional<std::string> error) {
+  const std::string folder = detail::step_path(root, save.step);
+  if (!error) {
+    try {
+      write_checkpoint(folder, options.rank, *copy);
+    } catch (...) {
+      error = "rank " + std::to_string(options.rank) + " failed to write its file: " +
+          message_of(std::current_exception());
+    }
+  }
+  const detail::RankExchange::Outcome outcome = exchange.agree(
+      save.sequence,
+      error,
+      [&] { detail::commit_step(root, save.step, options.world_size); },
+      [&] {
+        std::unique_lock<std::shared_mutex> lock(deleting);
+        detail::delete_step(root, save.step);
+      });
+  if (outcome.failure) {
+    const std::exception_ptr failure = runtime_error(
+        "CheckpointManager: step " + std::to_string(save.step) + " was not committed in '" + folder +
+        "': " + *outcome.failure);
+    complete_guarded([&] { save.committed->setError(failure); });
+  } else {
+    complete_guarded([&] { save.committed->markCompleted(); });
+    if (options.rank == 0) {
+      apply_retention(save.step);
+    }
+  }
+  complete_guarded([&] { save.finished->markCompleted(); });
+}
+
+void CheckpointManager::Impl::apply_retention(int64_t saved) {
+  std::vector<int64_t> deleted;
+  try {
+    deleted = detail::steps_to_delete(detail::committed_steps(root), saved, options);
+  } catch (...) {
+    LOG(WARNING) << "CheckpointManager: retention could not list '" << root
+                 << "': " << message_of(std::current_exception());
+  }
+  for (const int64_t step : deleted) {
+    try {
+      std::unique_lock<std::shared_mutex> lock(deleting);
+      detail::delete_step(root, step);
+    } catch (...) {
+      // Still committed, or un-committed and removed at the next start.
+      LOG(WARNING) << "CheckpointManager: retention could not delete step " << step << ": "
+                   << message_of(std::current_exception());
+    }
+  }
+}
+
+std::pair<FuturePtr, FuturePtr> CheckpointManager::save(int64_t step, const c10::IValue& state_dict) {
+  if (!state_dict.isGenericDict()) {
+    std::exception_ptr error;
+    try {
+      TORCH_CHECK_TYPE(false, "CheckpointManager.save expected the state_dict to be a dict, got ", state_dict.tagKind());
+    } catch (...) {
+      error = std::current_exception();
+    }
+    save_failure(step, error);
+    std::rethrow_exception(error);
+  }
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  const Impl::Save save = impl_->begin(step);
+  impl_->stage(save, state_dict);
+  return {save.staged, save.committed};
+}
+
+std::pair<FuturePtr, FuturePtr> CheckpointManager::save_failure(int64_t step, std::exception_ptr error) {
+  TORCH_CHECK_VALUE(error, "CheckpointManager.save_failure expected an error, got none");
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  const Impl::Save save = impl_->begin(step);
+  impl_->fail(save, error, "produce its state dict");
+  return {save.staged, save.committed};
+}
+
+std::vector<int64_t> CheckpointManager::all_steps() const {
+  return detail::committed_steps(impl_->root);
+}
+
+std::optional<int64_t> CheckpointManager::latest_step() const {
+  const std::vector<int64_t> steps = all_steps();
+  if (steps.empty()) {
+    return std::nullopt;
+  }
+  return steps.back();
+}
+
+c10::IValue CheckpointManager::Impl::load_locked(int64_t step, const ReadOptions& read_options) const {
+  TORCH_CHECK(
+      detail::is_committed(root, step),
+      "CheckpointManager.load: step ",
+      step,
+      " is not committed in '",
+      root,
+      "'; expected one of the committed steps (",
+      join(detail::committed_steps(root)),
+      ")");
+  return read_checkpoint(detail::step_path(root, step), options.rank, read_options);
+}
+
+c10::IValue CheckpointManager::load(int64_t step, const ReadOptions& options) const {
+  std::shared_lock<std::shared_mutex> lock(impl_->deleting);
+  return impl_->load_locked(step, options);
+}
+
+c10::IValue CheckpointManager::load(const ReadOptions& options) const {
+  std::shared_lock<std::shared_mutex> lock(impl_->deleting);
+  const std::optional<int64_t> latest = latest_step();
+  TORCH_CHECK(latest, "CheckpointManager.load: there is no committed step in '", impl_->root, "' to load");
+  return impl_->load_locked(*latest, options);
+}
+
+std::string CheckpointManager::step_path(int64_t step) const {
+  return detail::step_path(impl_->root, step);
+}
+
+const std::string& CheckpointManager::root() const {
+  return impl_->root;
+}
+
+void CheckpointManager::wait_until_finished() {
+  FuturePtr finished;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    finished = impl_->previous_finished;
+  }
+  if (finished) {
+    finished->wait();
+  }
+}
+
+void CheckpointManager::close() {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  if (impl_->closed) {
+    return;
+  }
+  impl_->closed = true;
+  impl_->stager.join(); // posts the last write first
+  impl_->writer.join();
+  impl_->previous_finished.reset();
+  impl_->staging_buffers.clear();
+}
+
+} // namespace torch_ext
