@@ -63,7 +63,9 @@ class StorageBinder {
       // Records of torch.save and ours are 64-byte aligned; an archive
       // written otherwise is copied rather than read unaligned.
       c10::DataPtr copy = c10::GetCPUAllocator()->allocate(record.size);
-      std::memcpy(copy.get(), data, record.size);
+      if (record.size > 0) {
+        std::memcpy(copy.get(), data, record.size);
+      }
       storage->set_data_ptr_noswap(std::move(copy));
       return;
     }
