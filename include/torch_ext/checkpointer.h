@@ -32,6 +32,16 @@ struct AsyncCheckpointerOptions {
   std::shared_ptr<Barrier> barrier;
   // Threads that copy the tensors of one save, in [1, 1024].
   int64_t staging_threads = 1;
+  // Bytes of staging memory a save may hold: 0 for no bound (the default),
+  // else at least kMinStagingBytes. Without a bound the whole state dict is
+  // copied at once and the copy kept for the next save. With one, the
+  // checkpointer keeps two buffers of max_staging_bytes / 2 and a save stages
+  // and writes in waves: the stager fills a buffer while the writer writes
+  // the other, so that a state dict of any size is staged with that memory,
+  // into the same file. stage_future then completes once the last wave is
+  // staged, that is once all but the last two waves are written.
+  int64_t max_staging_bytes = 0;
+  static constexpr int64_t kMinStagingBytes = int64_t{1} << 20;
 };
 
 // Asynchronous checkpoints in the layout and format of upstream's
@@ -61,7 +71,10 @@ class TORCH_EXT_API AsyncCheckpointer {
   //   background thread, after which the caller may change them; fails with
   //   the staging error (an unsupported value, for example). The copy's
   //   memory is kept until close() and reused by the next save of storages
-  //   of the same sizes, as upstream's stager keeps its buffers.
+  //   of the same sizes, as upstream's stager keeps its buffers. With
+  //   max_staging_bytes, the copy is made in waves that wait for the writer:
+  //   stage_future completes after the last wave is staged, and fails with
+  //   the write's error if the write stops first.
   // - write_future (NoneType): completes when the file is durably on disk:
   //   written to a temporary file in the same folder, fsync'd, renamed over
   //   the previous checkpoint, the folder fsync'd; then the barrier, if any.

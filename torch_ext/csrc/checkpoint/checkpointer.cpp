@@ -4,6 +4,7 @@
 #include <mutex>
 #include <utility>
 
+#include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Logging.h>
 
@@ -11,6 +12,7 @@
 
 #include "serial_executor.h"
 #include "staging.h"
+#include "staging_waves.h"
 
 namespace torch_ext {
 
@@ -38,16 +40,102 @@ struct AsyncCheckpointer::Impl {
   explicit Impl(AsyncCheckpointerOptions options)
       : options(std::move(options)) {}
 
+  // Runs on the stager thread: stages, then posts the write.
+  void stage_whole(const std::string& path, const c10::IValue& state_dict, const FuturePtr& staged, const FuturePtr& written);
+  // Runs on the stager thread: posts the write first, which drains the
+  // waves as they are staged.
+  void stage_in_waves(const std::string& path, const c10::IValue& state_dict, const FuturePtr& staged, const FuturePtr& written);
+  // Runs on the writer thread: `body`, then the barrier; completes `written`.
+  template <typename Body>
+  void write(const FuturePtr& written, Body&& body);
+  std::vector<char*> wave_buffers();
+
   const AsyncCheckpointerOptions options;
   std::mutex mutex; // serializes save and close
   FuturePtr pending_write;
   bool closed = false;
-  std::vector<c10::Storage> staging_buffers; // used on the stager thread only
+  // Used on the stager thread only: the copy of the last save, or the wave
+  // buffers with max_staging_bytes.
+  std::vector<c10::Storage> staging_buffers;
+  std::vector<c10::DataPtr> waves;
   // Staging and writing have a thread each, so that one save's write
   // overlaps the caller's work after its staging.
   detail::SerialExecutor stager;
   detail::SerialExecutor writer;
 };
+
+template <typename Body>
+void AsyncCheckpointer::Impl::write(const FuturePtr& written, Body&& body) {
+  try {
+    body();
+    if (options.barrier) {
+      options.barrier->execute_barrier();
+    }
+  } catch (...) {
+    std::exception_ptr error = std::current_exception();
+    complete_guarded([&] { written->setError(error); });
+    return;
+  }
+  complete_guarded([&] { written->markCompleted(); });
+}
+
+void AsyncCheckpointer::Impl::stage_whole(
+    const std::string& path,
+    const c10::IValue& state_dict,
+    const FuturePtr& staged,
+    const FuturePtr& written) {
+  c10::IValue copy;
+  try {
+    copy = detail::stage_state_dict(state_dict, static_cast<int>(options.staging_threads), staging_buffers);
+  } catch (...) {
+    std::exception_ptr error = std::current_exception();
+    complete_guarded([&] { staged->setError(error); });
+    complete_guarded([&] { written->setError(error); });
+    return;
+  }
+  // Callbacks on the stage future run here, on the staging thread.
+  complete_guarded([&] { staged->markCompleted(copy); });
+  writer.post([this, path, copy = std::move(copy), written] {
+    write(written, [&] { write_checkpoint(path, options.rank, copy); });
+  });
+}
+
+std::vector<char*> AsyncCheckpointer::Impl::wave_buffers() {
+  const auto capacity = static_cast<size_t>(options.max_staging_bytes / 2);
+  while (waves.size() < 2) {
+    waves.push_back(c10::GetCPUAllocator()->allocate(capacity));
+  }
+  return {static_cast<char*>(waves[0].get()), static_cast<char*>(waves[1].get())};
+}
+
+void AsyncCheckpointer::Impl::stage_in_waves(
+    const std::string& path,
+    const c10::IValue& state_dict,
+    const FuturePtr& staged,
+    const FuturePtr& written) {
+  std::shared_ptr<const detail::WavePlan> plan;
+  try {
+    plan = std::make_shared<const detail::WavePlan>(detail::plan_waves(state_dict));
+  } catch (...) {
+    std::exception_ptr error = std::current_exception();
+    complete_guarded([&] { staged->setError(error); });
+    complete_guarded([&] { written->setError(error); });
+    return;
+  }
+  auto pipe = std::make_shared<detail::WavePipe>(wave_buffers(), static_cast<size_t>(options.max_staging_bytes / 2));
+  writer.post([this, path, plan, pipe, written] {
+    write(written, [&] { detail::write_waves(path, options.rank, *plan, *pipe); });
+  });
+  try {
+    // A failed write fails this too: the waves stop with it.
+    detail::stage_waves(plan->sources, *pipe, static_cast<int>(options.staging_threads));
+  } catch (...) {
+    std::exception_ptr error = std::current_exception();
+    complete_guarded([&] { staged->setError(error); });
+    return;
+  }
+  complete_guarded([&] { staged->markCompleted(); });
+}
 
 AsyncCheckpointer::AsyncCheckpointer(AsyncCheckpointerOptions options) {
   TORCH_CHECK_VALUE(
@@ -61,6 +149,12 @@ AsyncCheckpointer::AsyncCheckpointer(AsyncCheckpointerOptions options) {
       options.staging_threads >= 1 && options.staging_threads <= 1024,
       "AsyncCheckpointer expected 1 <= staging_threads <= 1024, got ",
       options.staging_threads);
+  TORCH_CHECK_VALUE(
+      options.max_staging_bytes == 0 || options.max_staging_bytes >= AsyncCheckpointerOptions::kMinStagingBytes,
+      "AsyncCheckpointer expected max_staging_bytes to be 0 (no bound) or at least ",
+      AsyncCheckpointerOptions::kMinStagingBytes,
+      " (1 MiB), got ",
+      options.max_staging_bytes);
   impl_ = std::make_unique<Impl>(std::move(options));
 }
 
@@ -90,32 +184,13 @@ std::pair<FuturePtr, FuturePtr> AsyncCheckpointer::save(
   auto written = c10::make_intrusive<Future>(c10::NoneType::get());
   impl_->pending_write = written;
   Impl* impl = impl_.get();
-  impl->stager.post([impl, path, state_dict, staged, written] {
-    c10::IValue copy;
-    try {
-      copy = detail::stage_state_dict(
-          state_dict, static_cast<int>(impl->options.staging_threads), impl->staging_buffers);
-    } catch (...) {
-      std::exception_ptr error = std::current_exception();
-      complete_guarded([&] { staged->setError(error); });
-      complete_guarded([&] { written->setError(error); });
-      return;
+  const bool in_waves = impl->options.max_staging_bytes > 0;
+  impl->stager.post([impl, in_waves, path, state_dict, staged, written] {
+    if (in_waves) {
+      impl->stage_in_waves(path, state_dict, staged, written);
+    } else {
+      impl->stage_whole(path, state_dict, staged, written);
     }
-    // Callbacks on the stage future run here, on the staging thread.
-    complete_guarded([&] { staged->markCompleted(copy); });
-    impl->writer.post([impl, path, copy = std::move(copy), written] {
-      try {
-        write_checkpoint(path, impl->options.rank, copy);
-        if (impl->options.barrier) {
-          impl->options.barrier->execute_barrier();
-        }
-      } catch (...) {
-        std::exception_ptr error = std::current_exception();
-        complete_guarded([&] { written->setError(error); });
-        return;
-      }
-      complete_guarded([&] { written->markCompleted(); });
-    });
   });
   return {wrap_future(staged), written};
 }
@@ -134,6 +209,7 @@ void AsyncCheckpointer::close() {
   impl_->writer.join();
   impl_->pending_write.reset();
   impl_->staging_buffers.clear();
+  impl_->waves.clear();
 }
 
 } // namespace torch_ext

@@ -2,6 +2,7 @@
 
 #include <ATen/core/ivalue.h>
 
+#include <cstdint>
 #include <vector>
 
 namespace torch_ext::detail {
@@ -19,5 +20,27 @@ namespace torch_ext::detail {
 // checkpoint of the same model then allocates and page-faults nothing. On
 // return `buffers` holds this copy's storages.
 c10::IValue stage_state_dict(const c10::IValue& state_dict, int threads, std::vector<c10::Storage>& buffers);
+
+// The copy stage_state_dict would make, without its bytes: the same values,
+// with tensors as views of storages that have their sizes but no data, so
+// that it can be pickled before anything is copied. `sources[i]` is the
+// caller's storage that `staged[i]` stands for; both in the order first met.
+// Throws as stage_state_dict does.
+struct StagingPlan {
+  c10::IValue state;
+  std::vector<c10::Storage> staged;
+  std::vector<c10::Storage> sources;
+};
+StagingPlan plan_staging(const c10::IValue& state_dict);
+
+// Copies bytes [begin, begin + size) of the concatenation of `sources` into
+// `destination`, with `threads` threads (the calling one and threads - 1
+// more).
+void copy_storage_bytes(
+    const std::vector<c10::Storage>& sources,
+    uint64_t begin,
+    size_t size,
+    void* destination,
+    int threads);
 
 } // namespace torch_ext::detail
