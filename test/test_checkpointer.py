@@ -166,6 +166,8 @@ def test_options_reach_the_cpp_checkpointer_and_are_checked_there():
         torch_ext.AsyncCheckpointer(max_staging_bytes=1000)
     with pytest.raises(ValueError, match="1 <= staging_threads <= 1024, got 0"):
         torch_ext.AsyncCheckpointer(staging_threads=0)
+    with pytest.raises(ValueError, match="0 <= writer_nice <= 19, got 20"):
+        torch_ext.AsyncCheckpointer(writer_nice=20)
 
 
 class CheckpointInScript(torch.nn.Module):

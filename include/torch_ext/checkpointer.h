@@ -42,6 +42,12 @@ struct AsyncCheckpointerOptions {
   // staged, that is once all but the last two waves are written.
   int64_t max_staging_bytes = 0;
   static constexpr int64_t kMinStagingBytes = int64_t{1} << 20;
+  // The nice value of the writer thread, in [0, 19] (Linux; elsewhere
+  // ignored). Above 0 the writer (CRC32s and write()) takes the CPU that the
+  // training loop and the staging, which the caller waits for, leave free:
+  // on a busy machine a save then takes longer to be durable, and the loop
+  // runs as fast as without it. 0 shares the CPU evenly with them.
+  int64_t writer_nice = 10;
 };
 
 // Asynchronous checkpoints in the layout and format of upstream's
@@ -75,7 +81,8 @@ class TORCH_EXT_API AsyncCheckpointer {
   //   max_staging_bytes, the copy is made in waves that wait for the writer:
   //   stage_future completes after the last wave is staged, and fails with
   //   the write's error if the write stops first.
-  // - write_future (NoneType): completes when the file is durably on disk:
+  // - write_future (NoneType): the write starts with the copy and follows it,
+  //   piece by piece; completes when the file is durably on disk:
   //   written to a temporary file in the same folder, fsync'd, renamed over
   //   the previous checkpoint, the folder fsync'd; then the barrier, if any.
   //   On failure the previous checkpoint is left as it was and no temporary

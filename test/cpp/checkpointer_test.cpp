@@ -3,7 +3,10 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -337,6 +340,34 @@ TEST_F(CheckpointerTest, LoadOfAMissingCheckpointNamesTheFile) {
 TEST(CheckpointerOptionsTest, RejectsARankOutsideTheWorld) {
   EXPECT_THROW(torch_ext::AsyncCheckpointer(options(2, 2)), c10::ValueError);
   EXPECT_THROW(torch_ext::AsyncCheckpointer(options(0, 1, 0)), c10::ValueError);
+}
+
+TEST(CheckpointerOptionsTest, RejectsAWriterNiceOutsideZeroToNineteen) {
+  for (const int64_t nice : {int64_t{-1}, int64_t{20}}) {
+    torch_ext::AsyncCheckpointerOptions options;
+    options.writer_nice = nice;
+    EXPECT_THROW(torch_ext::AsyncCheckpointer{options}, c10::ValueError) << nice;
+  }
+}
+
+TEST_F(CheckpointerTest, TheWriterThreadRunsAtWriterNice) {
+  // The barrier runs on the writer thread.
+  struct NiceBarrier : torch_ext::Barrier {
+    void execute_barrier() override {
+      nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)));
+    }
+    int nice = -100;
+  };
+  const int base = ::getpriority(PRIO_PROCESS, 0); // the process's, if the tests run niced
+  for (const int64_t nice : {int64_t{0}, int64_t{10}, int64_t{19}}) {
+    auto barrier = std::make_shared<NiceBarrier>();
+    torch_ext::AsyncCheckpointerOptions options;
+    options.writer_nice = nice;
+    options.barrier = barrier;
+    torch_ext::AsyncCheckpointer checkpointer(options);
+    checkpointer.save(folder(std::to_string(nice)), sample_state_dict()).second->waitAndThrow();
+    EXPECT_EQ(barrier->nice, std::max(base, static_cast<int>(nice)));
+  }
 }
 
 TEST(CheckpointerOptionsTest, RejectsAStagingBudgetBelowTheLeast) {

@@ -1,6 +1,14 @@
 #include <torch_ext/checkpointer.h>
 
 #include <exception>
+
+#ifdef __linux__
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#endif
 #include <mutex>
 #include <utility>
 
@@ -11,6 +19,7 @@
 #include <torch_ext/checkpoint_file.h>
 
 #include "serial_executor.h"
+#include "staged_write.h"
 #include "staging.h"
 #include "staging_waves.h"
 
@@ -34,13 +43,32 @@ void complete_guarded(Complete&& complete) noexcept {
   }
 }
 
+// Raises this thread's own nice value (Linux gives each thread one) to
+// `nice`, unless it is already higher; a hint: if the system refuses, the
+// thread runs as it was.
+void lower_this_thread_priority(int nice) {
+#ifdef __linux__
+  const auto thread = static_cast<id_t>(::syscall(SYS_gettid));
+  errno = 0;
+  const int current = ::getpriority(PRIO_PROCESS, thread);
+  if (errno == 0 && nice > current) {
+    ::setpriority(PRIO_PROCESS, thread, nice);
+  }
+#else
+  (void)nice;
+#endif
+}
+
 } // namespace
 
 struct AsyncCheckpointer::Impl {
   explicit Impl(AsyncCheckpointerOptions options)
-      : options(std::move(options)) {}
+      : options(std::move(options)) {
+    writer.post([nice = this->options.writer_nice] { lower_this_thread_priority(static_cast<int>(nice)); });
+  }
 
-  // Runs on the stager thread: stages, then posts the write.
+  // Runs on the stager thread: posts the write, which follows the copy as
+  // it is made, then copies the whole state dict.
   void stage_whole(const std::string& path, const c10::IValue& state_dict, const FuturePtr& staged, const FuturePtr& written);
   // Runs on the stager thread: posts the write first, which drains the
   // waves as they are staged.
@@ -58,8 +86,8 @@ struct AsyncCheckpointer::Impl {
   // buffers with max_staging_bytes.
   std::vector<c10::Storage> staging_buffers;
   std::vector<c10::DataPtr> waves;
-  // Staging and writing have a thread each, so that one save's write
-  // overlaps the caller's work after its staging.
+  // Staging and writing have a thread each, so that a save's write overlaps
+  // its staging and the caller's work after it.
   detail::SerialExecutor stager;
   detail::SerialExecutor writer;
 };
@@ -84,20 +112,35 @@ void AsyncCheckpointer::Impl::stage_whole(
     const c10::IValue& state_dict,
     const FuturePtr& staged,
     const FuturePtr& written) {
-  c10::IValue copy;
+  std::shared_ptr<detail::StateCopy> copy;
   try {
-    copy = detail::stage_state_dict(state_dict, static_cast<int>(options.staging_threads), staging_buffers);
+    copy = std::make_shared<detail::StateCopy>(state_dict, staging_buffers);
   } catch (...) {
     std::exception_ptr error = std::current_exception();
     complete_guarded([&] { staged->setError(error); });
     complete_guarded([&] { written->setError(error); });
     return;
   }
-  // Callbacks on the stage future run here, on the staging thread.
-  complete_guarded([&] { staged->markCompleted(copy); });
-  writer.post([this, path, copy = std::move(copy), written] {
-    write(written, [&] { write_checkpoint(path, options.rank, copy); });
+  // The write starts now and follows the copy, piece by piece.
+  auto progress = std::make_shared<detail::StagingProgress>();
+  writer.post([this, path, copy, progress, written]() mutable {
+    write(written, [&] {
+      // Let go of the copy before `written` completes: the next save, which
+      // waits for it, reuses the copy's buffers only if nothing holds them.
+      const std::shared_ptr<detail::StateCopy> held = std::move(copy);
+      detail::write_while_staging(path, options.rank, held->state(), held->storages(), *progress);
+    });
   });
+  try {
+    copy->run(static_cast<int>(options.staging_threads), progress.get());
+  } catch (...) {
+    std::exception_ptr error = std::current_exception();
+    complete_guarded([&] { staged->setError(error); });
+    return;
+  }
+  copy.reset();
+  // Callbacks on the stage future run here, on the staging thread.
+  complete_guarded([&] { staged->markCompleted(); });
 }
 
 std::vector<char*> AsyncCheckpointer::Impl::wave_buffers() {
@@ -149,6 +192,10 @@ AsyncCheckpointer::AsyncCheckpointer(AsyncCheckpointerOptions options) {
       options.staging_threads >= 1 && options.staging_threads <= 1024,
       "AsyncCheckpointer expected 1 <= staging_threads <= 1024, got ",
       options.staging_threads);
+  TORCH_CHECK_VALUE(
+      options.writer_nice >= 0 && options.writer_nice <= 19,
+      "AsyncCheckpointer expected 0 <= writer_nice <= 19, got ",
+      options.writer_nice);
   TORCH_CHECK_VALUE(
       options.max_staging_bytes == 0 || options.max_staging_bytes >= AsyncCheckpointerOptions::kMinStagingBytes,
       "AsyncCheckpointer expected max_staging_bytes to be 0 (no bound) or at least ",

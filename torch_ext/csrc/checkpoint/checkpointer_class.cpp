@@ -27,7 +27,8 @@ class ScriptCheckpointer : public torch::CustomClassHolder {
       std::optional<std::string> barrier_host,
       int64_t barrier_port,
       double barrier_timeout_secs,
-      int64_t max_staging_bytes);
+      int64_t max_staging_bytes,
+      int64_t writer_nice);
 
   // load(self, str path, bool verify=True, str[]? keys=None) -> Dict(str, Any)
   c10::Dict<std::string, c10::IValue> load(
@@ -51,12 +52,14 @@ AsyncCheckpointerOptions make_options(
     const std::optional<std::string>& barrier_host,
     int64_t barrier_port,
     double barrier_timeout_secs,
-    int64_t max_staging_bytes) {
+    int64_t max_staging_bytes,
+    int64_t writer_nice) {
   AsyncCheckpointerOptions options;
   options.rank = rank;
   options.world_size = world_size;
   options.staging_threads = staging_threads;
   options.max_staging_bytes = max_staging_bytes;
+  options.writer_nice = writer_nice;
   if (barrier_host) {
     TORCH_CHECK_VALUE(
         barrier_port > 0 && barrier_port < 65536,
@@ -88,7 +91,8 @@ ScriptCheckpointer::ScriptCheckpointer(
     std::optional<std::string> barrier_host,
     int64_t barrier_port,
     double barrier_timeout_secs,
-    int64_t max_staging_bytes)
+    int64_t max_staging_bytes,
+    int64_t writer_nice)
     : checkpointer_(make_options(
           rank,
           world_size,
@@ -96,7 +100,8 @@ ScriptCheckpointer::ScriptCheckpointer(
           barrier_host,
           barrier_port,
           barrier_timeout_secs,
-          max_staging_bytes)) {}
+          max_staging_bytes,
+          writer_nice)) {}
 
 c10::Dict<std::string, c10::IValue> ScriptCheckpointer::load(
     const std::string& path,
@@ -171,7 +176,7 @@ TORCH_LIBRARY_FRAGMENT(torch_ext, m) {
   const torch_ext::AsyncCheckpointerOptions defaults;
   m.class_<ScriptCheckpointer>("AsyncCheckpointer")
       .def(
-          torch::init<int64_t, int64_t, int64_t, std::optional<std::string>, int64_t, double, int64_t>(),
+          torch::init<int64_t, int64_t, int64_t, std::optional<std::string>, int64_t, double, int64_t, int64_t>(),
           "",
           {torch::arg("rank") = defaults.rank,
            torch::arg("world_size") = defaults.world_size,
@@ -179,7 +184,8 @@ TORCH_LIBRARY_FRAGMENT(torch_ext, m) {
            torch::arg("barrier_host") = std::nullopt,
            torch::arg("barrier_port") = 0,
            torch::arg("barrier_timeout_secs") = 600.0,
-           torch::arg("max_staging_bytes") = defaults.max_staging_bytes})
+           torch::arg("max_staging_bytes") = defaults.max_staging_bytes,
+           torch::arg("writer_nice") = defaults.writer_nice})
       .def(
           "load",
           &ScriptCheckpointer::load,

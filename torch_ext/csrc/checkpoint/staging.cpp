@@ -23,13 +23,19 @@ namespace {
 // Large storages are copied in pieces so that several threads share them.
 constexpr size_t kPieceBytes = size_t{16} << 20;
 
+} // namespace
+
 // Bytes [offset, offset + size) of `source` to `destination`.
-struct CopyTask {
+struct StateCopy::Task {
   c10::Storage source;
   size_t offset = 0;
   size_t size = 0;
   void* destination = nullptr;
 };
+
+namespace {
+
+using CopyTask = StateCopy::Task;
 
 // A byte tensor over all of `storage`, for copies between devices.
 at::Tensor bytes_of(const c10::Storage& storage) {
@@ -61,10 +67,15 @@ void add_tasks(std::vector<CopyTask>& tasks, const c10::Storage& source, size_t 
   }
 }
 
-void run_tasks(const std::vector<CopyTask>& tasks, int threads) {
+// Runs the tasks, which copy consecutive bytes of one stream in order, and
+// tells `progress` how much of the stream is copied from its start.
+void run_tasks(const std::vector<CopyTask>& tasks, int threads, StagingProgress* progress) {
   std::atomic<size_t> next{0};
   std::exception_ptr first_error;
-  std::mutex error_mutex;
+  std::mutex mutex; // guards first_error and the progress below
+  std::vector<bool> done(tasks.size(), false);
+  size_t done_prefix = 0;
+  uint64_t done_bytes = 0;
   auto work = [&] {
     // Our copies stay on this thread instead of taking the intra-op pool
     // from the training loop.
@@ -73,11 +84,23 @@ void run_tasks(const std::vector<CopyTask>& tasks, int threads) {
       try {
         run_task(tasks[i]);
       } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
+        std::lock_guard<std::mutex> lock(mutex);
         if (!first_error) {
           first_error = std::current_exception();
         }
         next = tasks.size();
+        return;
+      }
+      if (progress != nullptr) {
+        std::lock_guard<std::mutex> lock(mutex);
+        done[i] = true;
+        const size_t before = done_prefix;
+        while (done_prefix < tasks.size() && done[done_prefix]) {
+          done_bytes += tasks[done_prefix++].size;
+        }
+        if (done_prefix != before) {
+          progress->advance_to(done_bytes);
+        }
       }
     }
   };
@@ -92,6 +115,9 @@ void run_tasks(const std::vector<CopyTask>& tasks, int threads) {
     helper.join();
   }
   if (first_error) {
+    if (progress != nullptr) {
+      progress->fail(first_error);
+    }
     std::rethrow_exception(first_error);
   }
 }
@@ -134,10 +160,35 @@ c10::IValue build_copy(const c10::IValue& state_dict, StageStorage stage_storage
 
 } // namespace
 
-c10::IValue stage_state_dict(const c10::IValue& state_dict, int threads, std::vector<c10::Storage>& buffers) {
+void StagingProgress::wait_for(uint64_t bytes) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [&] { return error_ || copied_ >= bytes; });
+  if (error_) {
+    std::rethrow_exception(error_);
+  }
+}
+
+void StagingProgress::advance_to(uint64_t bytes) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    copied_ = std::max(copied_, bytes);
+  }
+  changed_.notify_all();
+}
+
+void StagingProgress::fail(std::exception_ptr error) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!error_) {
+      error_ = std::move(error);
+    }
+  }
+  changed_.notify_all();
+}
+
+StateCopy::StateCopy(const c10::IValue& state_dict, std::vector<c10::Storage>& buffers) {
   std::vector<c10::Storage> previous = std::exchange(buffers, {});
-  std::vector<CopyTask> tasks;
-  c10::IValue copy = build_copy(state_dict, [&](const c10::Storage& source) {
+  state_ = build_copy(state_dict, [&](const c10::Storage& source) {
     const size_t bytes = source.nbytes();
     const size_t index = buffers.size();
     c10::Storage destination;
@@ -150,12 +201,22 @@ c10::IValue stage_state_dict(const c10::IValue& state_dict, int threads, std::ve
       destination = c10::Storage(c10::Storage::use_byte_size_t(), bytes, c10::GetCPUAllocator(), false);
     }
     buffers.push_back(destination);
-    add_tasks(tasks, source, 0, bytes, static_cast<char*>(destination.mutable_data()));
+    add_tasks(tasks_, source, 0, bytes, static_cast<char*>(destination.mutable_data()));
     return destination;
   });
-  previous.clear();
-  run_tasks(tasks, threads);
-  return copy;
+  storages_ = buffers;
+}
+
+StateCopy::~StateCopy() = default;
+
+void StateCopy::run(int threads, StagingProgress* progress) {
+  run_tasks(tasks_, threads, progress);
+}
+
+c10::IValue stage_state_dict(const c10::IValue& state_dict, int threads, std::vector<c10::Storage>& buffers) {
+  StateCopy copy(state_dict, buffers);
+  copy.run(threads);
+  return copy.state();
 }
 
 StagingPlan plan_staging(const c10::IValue& state_dict) {
@@ -192,7 +253,7 @@ void copy_storage_bytes(
     }
     start = stop;
   }
-  run_tasks(tasks, threads);
+  run_tasks(tasks, threads, nullptr);
 }
 
 } // namespace torch_ext::detail
