@@ -55,4 +55,5 @@ clean:
 .PHONY: bench
 bench: python cpp
 	$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(PYTHON) -m pip install -q matplotlib
-	$(PYTHON) tools/bench_report.py --cpp-bench $(BUILD)/bench/cpp/future_utils_bench --out docs
+	$(PYTHON) tools/bench_report.py --cpp-bench $(BUILD)/bench/cpp/future_utils_bench \
+		--checkpoint-bench $(BUILD)/bench/cpp/checkpoint_bench --out docs
