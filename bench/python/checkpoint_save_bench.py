@@ -91,6 +91,7 @@ def run_case(saver: Saver, out: pathlib.Path, state: dict, loop: TrainingLoop, i
     try:
         gc.collect()
         idle = loop.idle(idle_s)
+        proc_memory.release_free_memory()
         baseline = proc_memory.rss()
         proc_memory.reset_peak()
         saves, between = [], None
