@@ -323,22 +323,33 @@ def main() -> None:
     parser.add_argument("--checkpoint-sizes", default="256,1024", help="MiB, comma-separated")
     parser.add_argument("--smoke", action="store_true", help="one short round: checks that every case runs")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--from-json", type=pathlib.Path,
+                        help="a benchmarks.json: write the report from its figures instead of measuring")
     args = parser.parse_args()
-    if args.cpp_bench is None and args.checkpoint_bench is None:
-        parser.error("give --cpp-bench, --checkpoint-bench or both")
+    if args.cpp_bench is None and args.checkpoint_bench is None and args.from_json is None:
+        parser.error("give --cpp-bench, --checkpoint-bench or both (or --from-json)")
     rounds = 1 if args.smoke else args.rounds
     random.seed()
     report: dict = {}
     checkpoint, checkpoint_goals = None, []
-    if args.checkpoint_bench:
+    futures, goals = None, []
+    if args.from_json:
+        measured = json.loads(args.from_json.read_text())
+        checkpoint = measured.get("checkpoint")
+        if "samples" in measured:
+            futures = {key: measured[key] for key in ("samples", "allocations", "loads")}
+            rounds = len(futures["loads"]) - 1
+    elif args.checkpoint_bench:
         sizes = [16] if args.smoke else [int(mib) for mib in args.checkpoint_sizes.split(",")]
         checkpoint = checkpoint_report.run_rounds(
             args.checkpoint_bench, sizes, 1 if args.smoke else args.checkpoint_rounds, args.smoke)
+    if checkpoint is not None:
+        checkpoint = {key: value for key, value in checkpoint.items() if key != "goals"}
         checkpoint_goals = checkpoint_report.evaluate(checkpoint)
         report["checkpoint"] = {**checkpoint, "goals": checkpoint_goals}
-    futures, goals = None, []
-    if args.cpp_bench:
+    if args.cpp_bench and not args.from_json:
         futures = run_rounds(args.cpp_bench, rounds, args.smoke)
+    if futures is not None:
         goals = evaluate(futures)
         report.update({**futures, "goals": goals})
     args.out.mkdir(parents=True, exist_ok=True)

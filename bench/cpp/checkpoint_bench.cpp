@@ -5,10 +5,10 @@
 //     Builds the state dict that FILE lays out (bench/python/bench_state.py
 //     writes it), then saves it N times with torch_ext::AsyncCheckpointer
 //     while a training loop of small ops (an MLP step in libtorch, as in
-//     examples/async_checkpoint_demo.cpp) runs on the calling thread, after
-//     the same loop idle; then once more alone (no loop, writer_nice 0), a
-//     synchronous write_checkpoint and a plain write + fsync of the same
-//     bytes. Prints JSON.
+//     examples/async_checkpoint_demo.cpp) runs on the calling thread, with
+//     the same loop idle before and after; then once more alone (no loop,
+//     writer_nice 0), a synchronous write_checkpoint and a plain write +
+//     fsync of the same bytes. Prints JSON.
 //
 //   checkpoint_bench crc --mib N [--repeats R]
 //     Throughput of the CRC32 the checkpoint files use (ISA-L, crc32.h) over
@@ -209,7 +209,7 @@ int run_save(const std::map<std::string, std::string>& flags) {
   const int64_t baseline = status_bytes("VmRSS");
   reset_peak_rss();
   std::ostringstream json;
-  json << "{\"bytes\": " << tensor_bytes(state) << ", \"loop_idle_step_s\": " << idle << ", \"saves\": [";
+  json << "{\"bytes\": " << tensor_bytes(state) << ", \"saves\": [";
   int64_t between = 0;
   {
     torch_ext::AsyncCheckpointer checkpointer(options);
@@ -244,6 +244,8 @@ int run_save(const std::map<std::string, std::string>& flags) {
     }
   }
   const int64_t peak = status_bytes("VmHWM") - baseline;
+  // Idle once more: the faster is the reference, as in the Python benchmark.
+  const double idle_after = loop.idle(idle_s);
 
   // The save's own speed against the disk: no loop, and the writer at the
   // priority of the plain write below.
@@ -275,7 +277,8 @@ int run_save(const std::map<std::string, std::string>& flags) {
   const double plain_s = seconds_since(start);
   fs::remove(plain_file);
 
-  json << "], \"rss_peak_over_baseline\": " << peak << ", \"rss_between_saves_over_baseline\": " << between
+  json << "], \"loop_idle_step_s\": " << std::min(idle, idle_after) << ", \"rss_peak_over_baseline\": " << peak
+       << ", \"rss_between_saves_over_baseline\": " << between
        << ", \"alone_durable_s\": " << alone_s << ", \"sync_save_s\": " << sync_s
        << ", \"plain_write_s\": " << plain_s << "}";
   std::cout << json.str() << std::endl;

@@ -2,7 +2,7 @@
 
 Each case saves the same state dict twice (the second save shows buffers
 reused) while a training loop of small ops runs on the calling thread; the
-same loop runs idle just before, for the ratio. Per save: the time the caller
+same loop runs idle just before and just after, for the ratio. Per save: the time the caller
 was blocked in the call, the times until staged and until durable, the bytes
 on disk, and the loop's step time during the save. Per case: peak resident
 memory above the case's baseline during the saves, and between them.
@@ -103,6 +103,10 @@ def run_case(saver: Saver, out: pathlib.Path, state: dict, loop: TrainingLoop, i
             if index == 0:
                 between = proc_memory.rss() - baseline
         peak = proc_memory.peak() - baseline
+        # Idle once more after the saves: the faster of the two is the
+        # reference, so that a disturbance of one idle window (a process of
+        # the saver still starting, another program) makes no save look faster.
+        idle = min(idle, loop.idle(idle_s))
     finally:
         saver.close()
     return {"loop_idle_step_s": idle, "saves": saves, "rss_peak_over_baseline": peak,
