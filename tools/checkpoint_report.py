@@ -203,11 +203,17 @@ def why_loop(case: str) -> Callable[[dict, int], str]:
         during = figure(data, mib, lambda s: steady(s, case)["loop_step_s"])
         staged = figure(data, mib, lambda s: steady(s, case)["staged_s"])
         durable = figure(data, mib, lambda s: steady(s, case)["durable_s"])
+        on_cpu_idle = figure(data, mib, lambda s: s["cases"][case]["loop_idle_on_cpu"])
+        on_cpu = figure(data, mib, lambda s: steady(s, case)["loop_on_cpu"])
+        busy = figure(data, mib, lambda s: steady(s, case)["machine_busy"])
         text = (
             f"At {size_label(mib)} a loop step took {spread(idle, 1e6)} us idle and {spread(during, 1e6)} us during "
-            f"the save, which was staged after {ms(staged)} ms and durable after {ms(durable)} ms. The staging copy "
-            "runs at the loop's priority (the caller waits for it), the writer at nice 10; the loop, the stager and "
-            f"the writer share 2 cores with the rest of the machine (load average {load_averages(data)})."
+            f"the save, which was staged after {ms(staged)} ms and durable after {ms(durable)} ms. The loop thread "
+            f"was on a CPU {spread(on_cpu_idle, 100)} % of the time idle and {spread(on_cpu, 100)} % during the "
+            f"save, with the machine's 2 CPUs {spread(busy, 100)} % busy (our threads hold no GIL, so the rest of "
+            "the time it waited for a CPU). The staging copy runs "
+            "at the loop's priority (the caller waits for it), the writer at nice 10, the kernel's writeback of the "
+            f"written pages at its own; the machine's load average from other work was {load_averages(data)}."
         )
         if case == "torch_ext":
             nice_0 = figure(data, mib, lambda s: loop_speed(s, "torch_ext_writer_nice_0"))
@@ -449,6 +455,18 @@ def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
             lines.append(save_row(case.name, f"**{case.name}**" if case.ours else case.name, case.what, per_round))
         lines += [
             "",
+            "Where the loop's time went: the part of it the loop thread was on a CPU (the rest it waited, for a CPU "
+            "or, under a peer that runs Python on a thread, for the GIL), and how busy the machine's 2 CPUs were, "
+            "in the idle window and during the save.",
+            "",
+            "| case | loop on a CPU, idle | during the save | machine busy, idle | during the save |",
+            "| --- | --- | --- | --- | --- |",
+        ]
+        for case in SAVE_CASES:
+            if steady(per_round[0], case.name).get("loop_on_cpu") is not None:
+                lines.append(cpu_row(case.name, f"**{case.name}**" if case.ours else case.name, per_round))
+        lines += [
+            "",
             f"`max_staging_bytes` at {size_label(mib)} (`torch_ext.AsyncCheckpointer` from Python): staged is what "
             "a caller that waits for `stage_future` before changing its tensors is blocked.",
             "",
@@ -513,6 +531,18 @@ def save_row(case: str, name: str, what: str, per_round: List[dict]) -> str:
         f"{spread(speeds, 1, 2) if speeds else '- (loop stopped)'} | "
         f"{spread([c['rss_peak_over_baseline'] for c in cases], 1 / MIB)} | "
         f"{spread([c['rss_between_saves_over_baseline'] for c in cases], 1 / MIB)} |"
+    )
+
+
+def cpu_row(case: str, name: str, per_round: List[dict]) -> str:
+    def percent(values: List[float]) -> str:
+        return spread(values, 100) + " %"
+
+    cases = [s["cases"][case] for s in per_round]
+    saves = [steady(s, case) for s in per_round]
+    return (
+        f"| {name} | {percent([c['loop_idle_on_cpu'] for c in cases])} | {percent([s['loop_on_cpu'] for s in saves])} | "
+        f"{percent([c['machine_idle_busy'] for c in cases])} | {percent([s['machine_busy'] for s in saves])} |"
     )
 
 

@@ -14,6 +14,7 @@
 //     Throughput of the CRC32 the checkpoint files use (ISA-L, crc32.h) over
 //     N MiB, beside memcpy and a plain read of the same buffer. Prints JSON.
 #include <fcntl.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -27,6 +28,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <torch/torch.h>
@@ -176,14 +178,8 @@ class TrainingLoop {
     return seconds_since(start) / kSteps;
   }
 
-  double idle(double seconds) {
-    std::vector<double> samples;
-    const auto start = Clock::now();
-    while (seconds_since(start) < seconds) {
-      samples.push_back(sample());
-    }
-    return median(samples);
-  }
+  struct Window;
+  Window idle(double seconds);
 
  private:
   torch::nn::Sequential model_;
@@ -191,6 +187,63 @@ class TrainingLoop {
   at::Tensor x_;
   at::Tensor y_;
 };
+
+std::pair<uint64_t, uint64_t> cpu_jiffies() {
+  std::ifstream stat("/proc/stat");
+  std::string cpu;
+  stat >> cpu;
+  uint64_t busy = 0;
+  uint64_t total = 0;
+  uint64_t value = 0;
+  for (int field = 0; stat >> value && field < 10; ++field) {
+    total += value;
+    busy += (field == 3 || field == 4) ? 0 : value; // idle, iowait
+  }
+  return {busy, total};
+}
+
+double thread_cpu_seconds() {
+  timespec now{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+  return now.tv_sec + now.tv_nsec * 1e-9;
+}
+
+// A stretch of the loop: its step times, the part of the time it was on a
+// CPU (the rest it waited for one), and how busy the machine's CPUs were.
+struct TrainingLoop::Window {
+  std::vector<double> samples;
+  Clock::time_point wall = Clock::now();
+  double cpu = thread_cpu_seconds();
+  std::pair<uint64_t, uint64_t> jiffies = cpu_jiffies();
+  double step_s = 0;
+  double on_cpu = 0;
+  double machine_busy = 0;
+
+  void close() {
+    const double wall_s = seconds_since(wall);
+    const auto now = cpu_jiffies();
+    step_s = samples.empty() ? 0.0 : median(samples);
+    on_cpu = (thread_cpu_seconds() - cpu) / wall_s;
+    machine_busy = now.second > jiffies.second
+        ? static_cast<double>(now.first - jiffies.first) / static_cast<double>(now.second - jiffies.second)
+        : 0.0;
+  }
+  std::string json() const {
+    std::ostringstream out;
+    out << "\"loop_step_s\": " << step_s << ", \"loop_samples\": " << samples.size()
+        << ", \"loop_on_cpu\": " << on_cpu << ", \"machine_busy\": " << machine_busy;
+    return out.str();
+  }
+};
+
+TrainingLoop::Window TrainingLoop::idle(double seconds) {
+  Window window;
+  while (seconds_since(window.wall) < seconds) {
+    window.samples.push_back(sample());
+  }
+  window.close();
+  return window;
+}
 
 int run_save(const std::map<std::string, std::string>& flags) {
   const GenericDict state = build_state(flag(flags, "layout", ""));
@@ -205,7 +258,7 @@ int run_save(const std::map<std::string, std::string>& flags) {
 
   TrainingLoop loop;
   loop.idle(0.05); // warm up
-  const double idle = loop.idle(idle_s);
+  const TrainingLoop::Window idle = loop.idle(idle_s);
   const int64_t baseline = status_bytes("VmRSS");
   reset_peak_rss();
   std::ostringstream json;
@@ -215,18 +268,19 @@ int run_save(const std::map<std::string, std::string>& flags) {
     torch_ext::AsyncCheckpointer checkpointer(options);
     for (int i = 0; i < saves; ++i) {
       const std::string folder = (out / ("torch_ext_cpp_" + std::to_string(i))).string();
+      TrainingLoop::Window window;
       const auto start = Clock::now();
       auto [staged, written] = checkpointer.save(folder, state);
       const double blocked = seconds_since(start);
       double staged_s = -1;
-      std::vector<double> samples;
       while (!written->completed()) {
-        samples.push_back(loop.sample());
+        window.samples.push_back(loop.sample());
         if (staged_s < 0 && staged->completed()) {
           staged_s = seconds_since(start);
         }
       }
       const double durable_s = seconds_since(start);
+      window.close();
       written->waitAndThrow();
       staged->waitAndThrow();
       if (staged_s < 0) {
@@ -238,14 +292,13 @@ int run_save(const std::map<std::string, std::string>& flags) {
         between = status_bytes("VmRSS") - baseline;
       }
       json << (i ? ", " : "") << "{\"blocked_s\": " << blocked << ", \"staged_s\": " << staged_s
-           << ", \"durable_s\": " << durable_s << ", \"bytes\": " << bytes
-           << ", \"loop_step_s\": " << (samples.empty() ? 0.0 : median(samples))
-           << ", \"loop_samples\": " << samples.size() << "}";
+           << ", \"durable_s\": " << durable_s << ", \"bytes\": " << bytes << ", " << window.json() << "}";
     }
   }
   const int64_t peak = status_bytes("VmHWM") - baseline;
   // Idle once more: the faster is the reference, as in the Python benchmark.
-  const double idle_after = loop.idle(idle_s);
+  const TrainingLoop::Window idle_after = loop.idle(idle_s);
+  const TrainingLoop::Window& reference = idle_after.step_s < idle.step_s ? idle_after : idle;
 
   // The save's own speed against the disk: no loop, and the writer at the
   // priority of the plain write below.
@@ -277,7 +330,8 @@ int run_save(const std::map<std::string, std::string>& flags) {
   const double plain_s = seconds_since(start);
   fs::remove(plain_file);
 
-  json << "], \"loop_idle_step_s\": " << std::min(idle, idle_after) << ", \"rss_peak_over_baseline\": " << peak
+  json << "], \"loop_idle_step_s\": " << reference.step_s << ", \"loop_idle_on_cpu\": " << reference.on_cpu
+       << ", \"machine_idle_busy\": " << reference.machine_busy << ", \"rss_peak_over_baseline\": " << peak
        << ", \"rss_between_saves_over_baseline\": " << between
        << ", \"alone_durable_s\": " << alone_s << ", \"sync_save_s\": " << sync_s
        << ", \"plain_write_s\": " << plain_s << "}";

@@ -2,7 +2,9 @@
 
 Each case saves the same state dict twice (the second save shows buffers
 reused) while a training loop of small ops runs on the calling thread; the
-same loop runs idle just before and just after, for the ratio. Per save: the time the caller
+same loop runs idle just before and just after, for the ratio. With each
+window of the loop goes the part of it the loop spent on a CPU (the rest it
+waited for one) and how busy the machine's CPUs were. Per save: the time the caller
 was blocked in the call, the times until staged and until durable, the bytes
 on disk, and the loop's step time during the save. Per case: peak resident
 memory above the case's baseline during the saves, and between them.
@@ -25,7 +27,7 @@ from typing import List
 import torch
 
 import bench_state
-import proc_memory
+import proc_stats
 from checkpoint_savers import Saver, remove, savers
 
 SAVES_PER_CASE = 2
@@ -53,26 +55,47 @@ class TrainingLoop:
             self.optimizer.step()
         return (time.perf_counter() - start) / self.STEPS_PER_SAMPLE
 
-    def idle(self, seconds: float) -> float:
-        """Median seconds per step, idle."""
-        samples = []
+    def idle(self, seconds: float) -> dict:
+        """The loop idle for `seconds`: as Window.close() says."""
+        window = Window()
         end = time.perf_counter() + seconds
         while time.perf_counter() < end:
-            samples.append(self.sample())
-        return statistics.median(samples)
+            window.samples.append(self.sample())
+        return window.close()
+
+
+class Window:
+    """A stretch of the loop: its step times, the part of the time it was on
+    a CPU (the rest it waited, for a CPU or the GIL), and how busy the
+    machine's CPUs were."""
+
+    def __init__(self) -> None:
+        self.samples: List[float] = []
+        self.wall = time.perf_counter()
+        self.cpu = time.thread_time()
+        self.jiffies = proc_stats.cpu_jiffies()
+
+    def close(self) -> dict:
+        wall = time.perf_counter() - self.wall
+        return {
+            "loop_step_s": statistics.median(self.samples) if self.samples else None,
+            "loop_samples": len(self.samples),
+            "loop_on_cpu": (time.thread_time() - self.cpu) / wall if self.samples else None,
+            "machine_busy": proc_stats.busy_fraction(self.jiffies, proc_stats.cpu_jiffies()),
+        }
 
 
 def run_save(saver: Saver, folder: pathlib.Path, state: dict, loop: TrainingLoop, timeout_s: float) -> dict:
     start = time.perf_counter()
+    window = Window()
     save = saver.start(folder, state)
     returned = time.perf_counter()
-    samples: List[float] = []
     deadline = returned + timeout_s
     while not save.poll():
         if time.perf_counter() > deadline:
             raise TimeoutError(f"{saver.name}: the save was not durable after {timeout_s} s")
         if saver.with_loop:
-            samples.append(loop.sample())
+            window.samples.append(loop.sample())
         else:
             time.sleep(0.0002)
     # A save that finished before its call returned finished, for the caller, on return.
@@ -81,8 +104,7 @@ def run_save(saver: Saver, folder: pathlib.Path, state: dict, loop: TrainingLoop
         "staged_s": max(save.staged_at, returned) - start,
         "durable_s": max(save.durable_at, returned) - start,
         "bytes": save.bytes_on_disk(),
-        "loop_step_s": statistics.median(samples) if samples else None,
-        "loop_samples": len(samples),
+        **window.close(),
     }
 
 
@@ -91,9 +113,9 @@ def run_case(saver: Saver, out: pathlib.Path, state: dict, loop: TrainingLoop, i
     try:
         gc.collect()
         idle = loop.idle(idle_s)
-        proc_memory.release_free_memory()
-        baseline = proc_memory.rss()
-        proc_memory.reset_peak()
+        proc_stats.release_free_memory()
+        baseline = proc_stats.rss()
+        proc_stats.reset_peak()
         saves, between = [], None
         for index in range(SAVES_PER_CASE):
             folder = out / f"{saver.name}_{index}"
@@ -101,15 +123,16 @@ def run_case(saver: Saver, out: pathlib.Path, state: dict, loop: TrainingLoop, i
             saves.append(run_save(saver, folder, state, loop, timeout_s))
             remove(folder)
             if index == 0:
-                between = proc_memory.rss() - baseline
-        peak = proc_memory.peak() - baseline
+                between = proc_stats.rss() - baseline
+        peak = proc_stats.peak() - baseline
         # Idle once more after the saves: the faster of the two is the
         # reference, so that a disturbance of one idle window (a process of
         # the saver still starting, another program) makes no save look faster.
-        idle = min(idle, loop.idle(idle_s))
+        idle = min(idle, loop.idle(idle_s), key=lambda window: window["loop_step_s"])
     finally:
         saver.close()
-    return {"loop_idle_step_s": idle, "saves": saves, "rss_peak_over_baseline": peak,
+    return {"loop_idle_step_s": idle["loop_step_s"], "loop_idle_on_cpu": idle["loop_on_cpu"],
+            "machine_idle_busy": idle["machine_busy"], "saves": saves, "rss_peak_over_baseline": peak,
             "rss_between_saves_over_baseline": between}
 
 

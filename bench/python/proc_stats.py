@@ -1,4 +1,4 @@
-"""Resident memory of this process, from /proc (Linux)."""
+"""What /proc says about this process's memory and the machine's CPUs (Linux)."""
 
 from __future__ import annotations
 
@@ -37,3 +37,17 @@ def release_free_memory() -> None:
     and a later case that reuses it shows no growth of RSS.
     """
     ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def cpu_jiffies() -> tuple:
+    """(busy, total) clock ticks of all the machine's CPUs since boot."""
+    with open("/proc/stat") as stat:
+        fields = [int(field) for field in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_fraction(before: tuple, after: tuple) -> float:
+    """The part of the CPUs' time between two cpu_jiffies() that was busy."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total else 0.0
