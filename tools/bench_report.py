@@ -10,9 +10,10 @@ over rounds of that round's ratio, so that a load that changes between
 rounds affects both sides of it alike.
 
 Writes benchmarks.md, benchmarks.json and (unless --no-plot)
-benchmarks.png and benchmarks_checkpoint.png into --out. --smoke runs one
-short round at small sizes: it checks that every case runs and reports, and
-its figures mean nothing.
+benchmarks.png and benchmarks_checkpoint.png into --out; a part not run is
+kept from the benchmarks.json there. --smoke runs one short round at small
+sizes: it checks that every case runs and reports, and its figures mean
+nothing.
 """
 
 from __future__ import annotations
@@ -178,7 +179,11 @@ def run_rounds(binary: pathlib.Path, rounds: int, smoke: bool) -> dict:
                 allocations[case.name] = results[case.name]["allocs"]
         print(f"round {index + 1}/{rounds} done (load {loads[-1]:.2f})", file=sys.stderr)
     loads.append(os.getloadavg()[0])
-    return {"samples": samples, "allocations": allocations, "loads": loads}
+    return {"samples": samples, "allocations": allocations, "loads": loads, "date": now()}
+
+
+def now() -> str:
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
 def evaluate(data: dict) -> List[dict]:
@@ -235,7 +240,6 @@ def write_markdown(
         + (" in smoke mode: these figures mean nothing." if smoke else "."),
         "",
         f"- Machine: {machine()}.",
-        f"- Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
         "",
     ]
     if checkpoint is not None:
@@ -250,7 +254,8 @@ def futures_markdown(data: dict, goals: List[dict], rounds: int) -> List[str]:
     lines = [
         "## Future helpers",
         "",
-        f"- {rounds} interleaved rounds; 1-minute load average at the start of each round: min {min(loads):.2f}, "
+        f"- Measured {data.get('date', 'at an unrecorded time')}; {rounds} interleaved rounds; 1-minute load "
+        f"average at the start of each round: min {min(loads):.2f}, "
         f"median {statistics.median(loads):.2f}, max {max(loads):.2f}.",
         "- Figures: CPU time per operation (process CPU time, which leaves out the time the "
         "scheduler gives other processes), median over rounds; C++ by Google Benchmark, "
@@ -333,16 +338,20 @@ def main() -> None:
     report: dict = {}
     checkpoint, checkpoint_goals = None, []
     futures, goals = None, []
-    if args.from_json:
-        measured = json.loads(args.from_json.read_text())
-        checkpoint = measured.get("checkpoint")
-        if "samples" in measured:
-            futures = {key: measured[key] for key in ("samples", "allocations", "loads")}
-            rounds = len(futures["loads"]) - 1
-    elif args.checkpoint_bench:
+    # A part not measured now is taken from --from-json or, outside smoke
+    # mode, from the report in --out, so that one part can be measured again
+    # alone; each part states when it was measured.
+    previous = args.from_json or (None if args.smoke else args.out / "benchmarks.json")
+    measured = json.loads(previous.read_text()) if previous and previous.is_file() else {}
+    if args.checkpoint_bench and not args.from_json:
         sizes = [16] if args.smoke else [int(mib) for mib in args.checkpoint_sizes.split(",")]
         checkpoint = checkpoint_report.run_rounds(
             args.checkpoint_bench, sizes, 1 if args.smoke else args.checkpoint_rounds, args.smoke)
+    else:
+        checkpoint = measured.get("checkpoint")
+    if not (args.cpp_bench and not args.from_json) and "samples" in measured:
+        futures = {key: measured[key] for key in ("samples", "allocations", "loads", "date") if key in measured}
+        rounds = len(futures["loads"]) - 1
     if checkpoint is not None:
         checkpoint = {key: value for key, value in checkpoint.items() if key != "goals"}
         checkpoint_goals = checkpoint_report.evaluate(checkpoint)

@@ -14,6 +14,7 @@ rounds affects both sides of it alike.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import pathlib
@@ -119,6 +120,7 @@ def run_rounds(binary: pathlib.Path, sizes: List[int], rounds: int, smoke: bool)
                            600)
             data["rounds"].append({"load_average": load, "sizes": per_size, "crc": crc})
         data["load_average_end"] = os.getloadavg()[0]
+    data["date"] = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
     return data
 
 
@@ -412,7 +414,7 @@ def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
             f"({first[str(mib)]['state']['parameters']} parameters), {first[str(mib)]['state']['bytes']:,} bytes"
             for mib in sizes)
         + ".",
-        f"- {len(rounds)} rounds; sizes, the three parts (Python saves, C++ save, loads) and the cases within each "
+        f"- Measured {data.get('date', 'at an unrecorded time')}; {len(rounds)} rounds; sizes, the three parts (Python saves, C++ save, loads) and the cases within each "
         "shuffled per round. 1-minute load average at the start of each round: "
         f"min {min(loads):.2f}, median {statistics.median(loads):.2f}, max {max(loads):.2f}."
         + (" Smoke mode: these figures mean nothing." if smoke else ""),
