@@ -50,9 +50,9 @@ sanitize-asan sanitize-tsan: sanitize-%: build/.deps
 clean:
 	rm -rf build torch_ext/_C.so torch_ext/lib/*.so *.egg-info
 
-# Timed rounds, then docs/benchmarks.md and docs/benchmarks.png. CI runs the
+# Timed rounds, then docs/benchmarks.md and its plots. CI runs the
 # benchmarks only in smoke mode, from test/test_benchmarks.py.
 .PHONY: bench
 bench: python cpp
-	$(PYTHON) -c 'import matplotlib' 2>/dev/null || $(PYTHON) -m pip install -q matplotlib
-	$(PYTHON) tools/bench_report.py --cpp-bench $(BUILD)/bench/cpp/future_utils_bench --out docs
+	$(PYTHON) tools/bench_report.py --cpp-bench $(BUILD)/bench/cpp/future_utils_bench \
+		--checkpoint-bench $(BUILD)/bench/cpp/checkpoint_bench --out docs

@@ -2,7 +2,7 @@
 
 Timings are not checked here (they are `make bench`'s job); allocation counts
 are, being exact: a pending wrap allocates no more than `then`, a completed
-source or a non-future once.
+source or a non-future once; and so are the bytes a checkpoint puts on disk.
 """
 
 import json
@@ -33,3 +33,37 @@ def test_every_benchmark_case_runs_and_is_reported(cpp_build, tmp_path):
     assert allocations["BM_WrapPending"] <= allocations["BM_Then"], allocations
     assert allocations["BM_WrapCompleted"] <= 1, allocations
     assert allocations["BM_WrapNonFuture"] <= 1, allocations
+
+
+def test_every_checkpoint_benchmark_case_runs_and_is_reported(cpp_build, tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import checkpoint_report
+
+    command = [
+        sys.executable, str(ROOT / "tools" / "bench_report.py"), "--smoke",
+        "--checkpoint-bench", str(cpp_build / "bench" / "cpp" / "checkpoint_bench"),
+        "--out", str(tmp_path),
+    ]
+    # The report script exits with an error if a part fails or a case gives no result.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    data = json.loads((tmp_path / "benchmarks.json").read_text())["checkpoint"]
+    report = (tmp_path / "benchmarks.md").read_text()
+    assert (tmp_path / "benchmarks_checkpoint.png").stat().st_size > 0
+    (size,) = data["rounds"][0]["sizes"].values()
+    state_bytes = size["state"]["bytes"]
+    for case in checkpoint_report.SAVE_CASES:
+        assert f"| {case.name} |" in report or f"| **{case.name}** |" in report
+        for save in size["cases"][case.name]["saves"]:
+            assert 0 <= save["blocked_s"] <= save["staged_s"] <= save["durable_s"]
+            # Each writes the state's bytes: the tensors' and their file's framing.
+            assert state_bytes <= save["bytes"] < 1.1 * state_bytes + (1 << 20), (case.name, save)
+    for label in checkpoint_report.BUDGETS:
+        assert f"| {label} of the state |" in report
+    for case in checkpoint_report.LOAD_CASES:
+        assert f"| {case.name} |" in report or f"| **{case.name}** |" in report
+        assert len(size["loads"]["cases"][case.name]["warm"]) == 1
+    for goal in data["goals"]:
+        assert f"| {goal['goal']} |" in report
+    assert data["rounds"][0]["crc"]["crc32_gbps"] > 0

@@ -96,6 +96,18 @@ def test_options_reach_the_cpp_manager_and_default_to_its_defaults(tmp_path):
         torch_ext.CheckpointManager(tmp_path, no_such_option=1)
 
 
+def test_the_save_options_shared_with_the_checkpointer_reach_the_cpp_manager(tmp_path):
+    big = torch.arange(1 << 20, dtype=torch.float32)  # 4 MiB, over a 1 MiB budget: saved in waves
+    with torch_ext.CheckpointManager(
+            tmp_path, max_staging_bytes=1 << 20, staging_threads=2, writer_nice=0) as manager:
+        wait(manager.save(1, {"big": big})[1])
+        assert torch.equal(manager.load()["big"], big)
+    with pytest.raises(ValueError, match=r"CheckpointManager expected max_staging_bytes to be 0 \(no bound\) or at least"):
+        torch_ext.CheckpointManager(tmp_path, max_staging_bytes=1000)
+    with pytest.raises(ValueError, match="CheckpointManager expected 0 <= writer_nice <= 19"):
+        torch_ext.CheckpointManager(tmp_path, writer_nice=-1)
+
+
 def test_a_value_python_cannot_convert_raises_and_the_next_save_works(tmp_path):
     manager = torch_ext.CheckpointManager(tmp_path)
     with pytest.raises(TypeError, match="'model.bad'"):

@@ -160,6 +160,16 @@ def test_save_after_close_is_refused(tmp_path):
         checkpointer.save(tmp_path, {"x": 1})
 
 
+def test_options_reach_the_cpp_checkpointer_and_are_checked_there():
+    # The bound is C++'s (AsyncCheckpointerOptions); Python forwards the option.
+    with pytest.raises(ValueError, match="max_staging_bytes to be 0 \\(no bound\\) or at least 1048576 .*, got 1000"):
+        torch_ext.AsyncCheckpointer(max_staging_bytes=1000)
+    with pytest.raises(ValueError, match="1 <= staging_threads <= 1024, got 0"):
+        torch_ext.AsyncCheckpointer(staging_threads=0)
+    with pytest.raises(ValueError, match="0 <= writer_nice <= 19, got 20"):
+        torch_ext.AsyncCheckpointer(writer_nice=20)
+
+
 class CheckpointInScript(torch.nn.Module):
     def forward(
         self, checkpointer: torch.classes.torch_ext.AsyncCheckpointer, path: str, weight: torch.Tensor

@@ -1,14 +1,19 @@
 """Runs the benchmarks in interleaved rounds and writes the report.
 
-Each round runs the C++ benchmark (Google Benchmark: five repetitions of
-each case, all in random order), then the Python and the TorchScript benchmarks (cases shuffled, repeats
-interleaved). Every figure is CPU time per operation: the median over rounds;
-every ratio is the median over rounds of that round's ratio, so that a load
-that changes between rounds affects both sides of it alike.
+Two parts, each run when its binary is given. Checkpoints
+(--checkpoint-bench): tools/checkpoint_report.py. Future helpers
+(--cpp-bench): each round runs the C++ benchmark (Google Benchmark: five
+repetitions of each case, all in random order), then the Python and the
+TorchScript benchmarks (cases shuffled, repeats interleaved). Every figure is
+CPU time per operation: the median over rounds; every ratio is the median
+over rounds of that round's ratio, so that a load that changes between
+rounds affects both sides of it alike.
 
-Writes benchmarks.md, benchmarks.json and (unless --no-plot) benchmarks.png
-into --out. --smoke runs one short round: it checks that every case runs and
-reports, and its figures mean nothing.
+Writes benchmarks.md, benchmarks.json and (unless --no-plot)
+benchmarks.png and benchmarks_checkpoint.png into --out; a part not run is
+kept from the benchmarks.json there. --smoke runs one short round at small
+sizes: it checks that every case runs and reports, and its figures mean
+nothing.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import random
 import statistics
 import subprocess
 import sys
-from typing import Dict, List, NamedTuple
+from typing import Dict, List, NamedTuple, Optional
+
+import checkpoint_report
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PYTHON_SUITES = {
@@ -172,7 +179,11 @@ def run_rounds(binary: pathlib.Path, rounds: int, smoke: bool) -> dict:
                 allocations[case.name] = results[case.name]["allocs"]
         print(f"round {index + 1}/{rounds} done (load {loads[-1]:.2f})", file=sys.stderr)
     loads.append(os.getloadavg()[0])
-    return {"samples": samples, "allocations": allocations, "loads": loads}
+    return {"samples": samples, "allocations": allocations, "loads": loads, "date": now()}
+
+
+def now() -> str:
+    return f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
 
 
 def evaluate(data: dict) -> List[dict]:
@@ -218,8 +229,10 @@ def machine() -> str:
     )
 
 
-def write_markdown(path: pathlib.Path, data: dict, goals: List[dict], rounds: int, smoke: bool) -> None:
-    samples, allocations, loads = data["samples"], data["allocations"], data["loads"]
+def write_markdown(
+    path: pathlib.Path, futures: Optional[dict], goals: List[dict], rounds: int,
+    checkpoint: Optional[dict], checkpoint_goals: List[dict], smoke: bool,
+) -> None:
     lines = [
         "# Benchmarks",
         "",
@@ -227,8 +240,22 @@ def write_markdown(path: pathlib.Path, data: dict, goals: List[dict], rounds: in
         + (" in smoke mode: these figures mean nothing." if smoke else "."),
         "",
         f"- Machine: {machine()}.",
-        f"- Run: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {rounds} interleaved rounds; "
-        f"1-minute load average at the start of each round: min {min(loads):.2f}, "
+        "",
+    ]
+    if checkpoint is not None:
+        lines += checkpoint_report.markdown(checkpoint, checkpoint_goals, smoke)
+    if futures is not None:
+        lines += futures_markdown(futures, goals, rounds)
+    path.write_text("\n".join(lines))
+
+
+def futures_markdown(data: dict, goals: List[dict], rounds: int) -> List[str]:
+    samples, allocations, loads = data["samples"], data["allocations"], data["loads"]
+    lines = [
+        "## Future helpers",
+        "",
+        f"- Measured {data.get('date', 'at an unrecorded time')}; {rounds} interleaved rounds; 1-minute load "
+        f"average at the start of each round: min {min(loads):.2f}, "
         f"median {statistics.median(loads):.2f}, max {max(loads):.2f}.",
         "- Figures: CPU time per operation (process CPU time, which leaves out the time the "
         "scheduler gives other processes), median over rounds; C++ by Google Benchmark, "
@@ -236,7 +263,7 @@ def write_markdown(path: pathlib.Path, data: dict, goals: List[dict], rounds: in
         "of that round's ratio. Allocations: calls to malloc, calloc and realloc per operation, "
         "counted by a malloc interposer in the C++ benchmark.",
         "",
-        "## Goals",
+        "### Goals",
         "",
         "| comparison | measured | goal | holds |",
         "| --- | --- | --- | --- |",
@@ -250,7 +277,7 @@ def write_markdown(path: pathlib.Path, data: dict, goals: List[dict], rounds: in
         lines += [f"- {row['goal']}: {row['shown']} against {row['bound']}. {row['why']}" for row in missed]
     lines += [
         "",
-        "## Cases",
+        "### Cases",
         "",
         "| suite | case | operation | ns per op (median) | min | max | allocations per op |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -264,7 +291,7 @@ def write_markdown(path: pathlib.Path, data: dict, goals: List[dict], rounds: in
             f"{min(values):,.0f} | {max(values):,.0f} | {'' if allocs is None else f'{allocs:g}'} |"
         )
     lines += ["", "Ours in bold. ![ns per operation by case](benchmarks.png)", ""]
-    path.write_text("\n".join(lines))
+    return lines
 
 
 def write_plot(path: pathlib.Path, data: dict) -> None:
@@ -292,21 +319,59 @@ def write_plot(path: pathlib.Path, data: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpp-bench", type=pathlib.Path, required=True, help="the future_utils_bench binary")
+    parser.add_argument("--cpp-bench", type=pathlib.Path, help="the future_utils_bench binary: runs the future helpers' part")
+    parser.add_argument("--checkpoint-bench", type=pathlib.Path,
+                        help="the checkpoint_bench binary: runs the checkpoint part")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs")
-    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=9, help="rounds of the future helpers' part")
+    parser.add_argument("--checkpoint-rounds", type=int, default=5)
+    parser.add_argument("--checkpoint-sizes", default="256,1024", help="MiB, comma-separated")
     parser.add_argument("--smoke", action="store_true", help="one short round: checks that every case runs")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--from-json", type=pathlib.Path,
+                        help="a benchmarks.json: write the report from its figures instead of measuring")
     args = parser.parse_args()
+    if args.cpp_bench is None and args.checkpoint_bench is None and args.from_json is None:
+        parser.error("give --cpp-bench, --checkpoint-bench or both (or --from-json)")
     rounds = 1 if args.smoke else args.rounds
     random.seed()
-    data = run_rounds(args.cpp_bench, rounds, args.smoke)
-    goals = evaluate(data)
+    report: dict = {}
+    checkpoint, checkpoint_goals = None, []
+    futures, goals = None, []
+    # A part not measured now is taken from --from-json or, outside smoke
+    # mode, from the report in --out, so that one part can be measured again
+    # alone; each part states when it was measured.
+    previous = args.from_json or (None if args.smoke else args.out / "benchmarks.json")
+    measured = json.loads(previous.read_text()) if previous and previous.is_file() else {}
+    if args.checkpoint_bench and not args.from_json:
+        sizes = [16] if args.smoke else [int(mib) for mib in args.checkpoint_sizes.split(",")]
+        checkpoint = checkpoint_report.run_rounds(
+            args.checkpoint_bench, sizes, 1 if args.smoke else args.checkpoint_rounds, args.smoke)
+    else:
+        checkpoint = measured.get("checkpoint")
+    if not (args.cpp_bench and not args.from_json) and "samples" in measured:
+        futures = {key: measured[key] for key in ("samples", "allocations", "loads", "date") if key in measured}
+        rounds = len(futures["loads"]) - 1
+    if checkpoint is not None:
+        checkpoint = {key: value for key, value in checkpoint.items() if key != "goals"}
+        checkpoint_goals = checkpoint_report.evaluate(checkpoint)
+        report["checkpoint"] = {**checkpoint, "goals": checkpoint_goals}
+    if args.cpp_bench and not args.from_json:
+        futures = run_rounds(args.cpp_bench, rounds, args.smoke)
+    if futures is not None:
+        goals = evaluate(futures)
+        report.update({**futures, "goals": goals})
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "benchmarks.json").write_text(json.dumps({**data, "goals": goals}, indent=1) + "\n")
-    write_markdown(args.out / "benchmarks.md", data, goals, rounds, args.smoke)
+    (args.out / "benchmarks.json").write_text(json.dumps(report, indent=1) + "\n")
+    write_markdown(args.out / "benchmarks.md", futures, goals, rounds, checkpoint, checkpoint_goals, args.smoke)
     if not args.no_plot:
-        write_plot(args.out / "benchmarks.png", data)
+        if futures is not None:
+            write_plot(args.out / "benchmarks.png", futures)
+        if checkpoint is not None:
+            checkpoint_report.write_plot(args.out / "benchmarks_checkpoint.png", checkpoint)
+    for row in checkpoint_goals:
+        shown = ", ".join(f"{mib} MiB: {value}" for mib, value in row["shown"].items())
+        print(f"{'ok ' if row['holds'] else 'NO '} {row['goal']}: {shown} ({row['bound']})")
     for row in goals:
         print(f"{'ok ' if row['holds'] else 'NO '} {row['goal']}: {row['shown']} ({row['bound']})")
 

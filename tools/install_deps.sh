@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need and this machine lacks:
 # torch (the pinned CPU wheel, into ./.venv unless $PYTHON already imports it),
-# the Python test tools, and GoogleTest, Google Benchmark and ISA-L from Debian.
+# the Python test tools (with matplotlib: the benchmarks' smoke test draws
+# the plots), and GoogleTest, Google Benchmark and ISA-L from Debian.
 set -euo pipefail
 torch_version=$1
 cd "$(dirname "$0")/.."
@@ -13,7 +14,7 @@ if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
   "$PYTHON" -m pip install -q "torch==${torch_version}"
 fi
 missing=()
-for module in pytest hypothesis numpy ninja; do
+for module in pytest hypothesis numpy ninja matplotlib; do
   "$PYTHON" -c "import $module" 2>/dev/null || missing+=("$module")
 done
 if ((${#missing[@]})); then

@@ -31,7 +31,9 @@ class CheckpointManager:
     ``world_size``, ``store`` (the job's ``torch.distributed.Store``, required
     with several ranks, e.g.
     ``torch.distributed.distributed_c10d._get_default_store()``),
-    ``barrier_timeout_secs`` and ``staging_threads``.
+    ``barrier_timeout_secs``, and the save options it shares with
+    ``AsyncCheckpointer``: ``staging_threads``, ``max_staging_bytes`` and
+    ``writer_nice``.
 
     Example::
 

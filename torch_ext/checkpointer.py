@@ -55,6 +55,17 @@ class AsyncCheckpointer:
     upstream's ``CheckpointReader`` and ``torch.load`` read. Staging and
     writing run on C++ threads, without the GIL.
 
+    ``max_staging_bytes`` bounds the memory a save stages into (at least
+    1 MiB; 0, the default, for no bound: the whole state dict is copied and
+    the copy kept for the next save). A larger state dict is staged and
+    written in waves into the same file; its ``stage_future`` then completes
+    once the last wave is staged, so waiting for it waits for all but the last
+    waves to be written.
+
+    ``writer_nice`` (default 10, in [0, 19]) is the nice value of the writer
+    thread on Linux: it takes the CPU the training loop leaves free, so that
+    the loop runs at its own speed during a save; 0 shares the CPU evenly.
+
     With ``barrier_host``, rank 0 serves a c10d ``TCPStore`` at
     ``barrier_host:barrier_port`` and a save's write future completes only
     once every rank has written its file.
@@ -70,8 +81,9 @@ class AsyncCheckpointer:
 
     def __init__(self, rank: int = 0, world_size: int = 1, **options: Any) -> None:
         # Options and their defaults are C++'s AsyncCheckpointerOptions, which
-        # the TorchScript class declares: staging_threads, and barrier_host,
-        # barrier_port and barrier_timeout_secs for the TCPStore barrier.
+        # the TorchScript class declares: staging_threads, max_staging_bytes,
+        # writer_nice, and barrier_host, barrier_port and barrier_timeout_secs
+        # for the TCPStore barrier.
         self._impl = torch.classes.torch_ext.AsyncCheckpointer(rank, world_size, **options)
 
     def save(

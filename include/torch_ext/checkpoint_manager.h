@@ -15,13 +15,14 @@
 #include <torch_ext/checkpoint_file.h>
 #include <torch_ext/export.h>
 #include <torch_ext/future_utils.h>
+#include <torch_ext/save_options.h>
 
 namespace torch_ext {
 
-// The one statement of the manager's options, their defaults (here) and
-// bounds (checked by CheckpointManager's constructor); Python takes its
-// defaults from here.
-struct CheckpointManagerOptions {
+// The one statement of the manager's options, their defaults (here and in
+// SaveOptions) and bounds (checked by CheckpointManager's constructor);
+// Python takes its defaults from here.
+struct CheckpointManagerOptions : SaveOptions {
   // How many committed steps retention keeps, the newest ones, >= 1.
   // Unset: every step is kept.
   std::optional<int64_t> max_to_keep;
@@ -38,8 +39,6 @@ struct CheckpointManagerOptions {
   // How long a rank waits for the others at a save's barrier, and at
   // construction for rank 0's clean-up; > 0.
   std::chrono::milliseconds barrier_timeout{std::chrono::minutes(10)};
-  // Threads that copy the tensors of one save, in [1, 1024].
-  int64_t staging_threads = 1;
 };
 
 // Which steps of a training run exist on disk, as orbax's CheckpointManager

@@ -10,6 +10,7 @@
 #include <torch_ext/checkpoint_file.h>
 #include <torch_ext/export.h>
 #include <torch_ext/future_utils.h>
+#include <torch_ext/save_options.h>
 
 namespace torch_ext {
 
@@ -22,16 +23,14 @@ class TORCH_EXT_API Barrier {
   virtual void execute_barrier() = 0;
 };
 
-// The one statement of the checkpointer's options, their defaults (here) and
-// bounds (checked by AsyncCheckpointer's constructor); TorchScript and Python
-// take their defaults from here.
-struct AsyncCheckpointerOptions {
+// The one statement of the checkpointer's options, their defaults (here and
+// in SaveOptions) and bounds (checked by AsyncCheckpointer's constructor);
+// TorchScript and Python take their defaults from here.
+struct AsyncCheckpointerOptions : SaveOptions {
   int64_t rank = 0;
   int64_t world_size = 1;
   // Without one, write_future completes when this rank's file is written.
   std::shared_ptr<Barrier> barrier;
-  // Threads that copy the tensors of one save, in [1, 1024].
-  int64_t staging_threads = 1;
 };
 
 // Asynchronous checkpoints in the layout and format of upstream's
@@ -61,8 +60,12 @@ class TORCH_EXT_API AsyncCheckpointer {
   //   background thread, after which the caller may change them; fails with
   //   the staging error (an unsupported value, for example). The copy's
   //   memory is kept until close() and reused by the next save of storages
-  //   of the same sizes, as upstream's stager keeps its buffers.
-  // - write_future (NoneType): completes when the file is durably on disk:
+  //   of the same sizes, as upstream's stager keeps its buffers. With
+  //   max_staging_bytes, the copy is made in waves that wait for the writer:
+  //   stage_future completes after the last wave is staged, and fails with
+  //   the write's error if the write stops first.
+  // - write_future (NoneType): the write starts with the copy and follows it,
+  //   piece by piece; completes when the file is durably on disk:
   //   written to a temporary file in the same folder, fsync'd, renamed over
   //   the previous checkpoint, the folder fsync'd; then the barrier, if any.
   //   On failure the previous checkpoint is left as it was and no temporary

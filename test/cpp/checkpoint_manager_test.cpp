@@ -440,6 +440,44 @@ TEST_F(CheckpointManagerTest, AFullDiskFailsTheCommitAndLeavesThePreviousStepLoa
   EXPECT_EQ(manager.all_steps(), (Steps{1, 2}));
 }
 
+// max_staging_bytes, shared with AsyncCheckpointer: a state dict larger than
+// the budget is staged and written in waves, into the same file.
+TEST_F(CheckpointManagerTest, ASaveLargerThanTheStagingBudgetCommitsTheSameFileInWaves) {
+  CheckpointManagerOptions budget;
+  budget.max_staging_bytes = torch_ext::SaveOptions::kMinStagingBytes;
+  CheckpointManager manager(root(), budget);
+  GenericDict large = state_of(1);
+  large.insert("big", torch::arange(1 << 20, torch::kFloat32)); // 4 MiB: waves of 512 KiB
+  save_and_commit(manager, 1);
+  auto [staged, committed] = manager.save(2, large);
+  expect_completes(committed);
+  const GenericDict loaded = manager.load(2).toGenericDict();
+  EXPECT_TRUE(torch::equal(loaded.at("big").toTensor(), large.at("big").toTensor()));
+  // The same file as without a budget (whose record names start with the file's stem).
+  const fs::path whole = root_ / "unbounded" / "checkpoint_0.pt";
+  fs::create_directories(whole.parent_path());
+  torch_ext::write_checkpoint_file(whole.string(), large);
+  EXPECT_EQ(fs::file_size(at("step_2/checkpoint_0.pt")), fs::file_size(whole));
+}
+
+TEST_F(CheckpointManagerTest, AFullDiskWhileSavingInWavesFailsTheCommitAsAWrite) {
+  CheckpointManagerOptions budget;
+  budget.max_staging_bytes = torch_ext::SaveOptions::kMinStagingBytes;
+  CheckpointManager manager(root(), budget);
+  save_and_commit(manager, 1);
+  GenericDict large = state_of(2);
+  large.insert("big", torch::zeros({1 << 20}));
+  std::string error;
+  {
+    FileSizeLimit limit(256 << 10);
+    auto [staged, committed] = manager.save(2, large);
+    error = outcome_of(committed);
+  }
+  EXPECT_TRUE(contains(error, "rank 0 failed to write its file")) << error;
+  EXPECT_EQ(manager.all_steps(), Steps{1});
+  EXPECT_EQ(temporaries_under(root()), std::vector<std::string>{});
+}
+
 TEST_F(CheckpointManagerTest, AValueThatCannotBeSavedFailsBothFuturesAndTheNextSaveWorks) {
   CheckpointManager manager(root());
   GenericDict state = state_of(1);
@@ -480,7 +518,13 @@ TEST_F(CheckpointManagerTest, OptionsOutOfBoundsThrowNamingThem) {
   EXPECT_TRUE(contains(error_of(bad_timeout), "barrier_timeout > 0"));
   CheckpointManagerOptions bad_threads;
   bad_threads.staging_threads = 0;
-  EXPECT_TRUE(contains(error_of(bad_threads), "staging_threads"));
+  EXPECT_TRUE(contains(error_of(bad_threads), "CheckpointManager expected 1 <= staging_threads <= 1024"));
+  CheckpointManagerOptions small_budget;
+  small_budget.max_staging_bytes = 1000;
+  EXPECT_TRUE(contains(error_of(small_budget), "CheckpointManager expected max_staging_bytes to be 0 (no bound) or at least"));
+  CheckpointManagerOptions bad_nice;
+  bad_nice.writer_nice = 20;
+  EXPECT_TRUE(contains(error_of(bad_nice), "CheckpointManager expected 0 <= writer_nice <= 19"));
   try {
     CheckpointManager manager("");
     FAIL() << "an empty root did not throw";

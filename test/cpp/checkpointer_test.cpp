@@ -3,10 +3,14 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -48,6 +52,13 @@ torch_ext::AsyncCheckpointerOptions options(
   options.world_size = world_size;
   options.staging_threads = staging_threads;
   options.barrier = std::move(barrier);
+  return options;
+}
+
+torch_ext::AsyncCheckpointerOptions budget(int64_t max_staging_bytes, int staging_threads = 1) {
+  torch_ext::AsyncCheckpointerOptions options;
+  options.max_staging_bytes = max_staging_bytes;
+  options.staging_threads = staging_threads;
   return options;
 }
 
@@ -329,6 +340,132 @@ TEST_F(CheckpointerTest, LoadOfAMissingCheckpointNamesTheFile) {
 TEST(CheckpointerOptionsTest, RejectsARankOutsideTheWorld) {
   EXPECT_THROW(torch_ext::AsyncCheckpointer(options(2, 2)), c10::ValueError);
   EXPECT_THROW(torch_ext::AsyncCheckpointer(options(0, 1, 0)), c10::ValueError);
+}
+
+TEST(CheckpointerOptionsTest, RejectsAWriterNiceOutsideZeroToNineteen) {
+  for (const int64_t nice : {int64_t{-1}, int64_t{20}}) {
+    torch_ext::AsyncCheckpointerOptions options;
+    options.writer_nice = nice;
+    EXPECT_THROW(torch_ext::AsyncCheckpointer{options}, c10::ValueError) << nice;
+  }
+}
+
+TEST_F(CheckpointerTest, TheWriterThreadRunsAtWriterNice) {
+  // The barrier runs on the writer thread.
+  struct NiceBarrier : torch_ext::Barrier {
+    void execute_barrier() override {
+      nice = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)));
+    }
+    int nice = -100;
+  };
+  const int base = ::getpriority(PRIO_PROCESS, 0); // the process's, if the tests run niced
+  for (const int64_t nice : {int64_t{0}, int64_t{10}, int64_t{19}}) {
+    auto barrier = std::make_shared<NiceBarrier>();
+    torch_ext::AsyncCheckpointerOptions options;
+    options.writer_nice = nice;
+    options.barrier = barrier;
+    torch_ext::AsyncCheckpointer checkpointer(options);
+    checkpointer.save(folder(std::to_string(nice)), sample_state_dict()).second->waitAndThrow();
+    EXPECT_EQ(barrier->nice, std::max(base, static_cast<int>(nice)));
+  }
+}
+
+TEST(CheckpointerOptionsTest, RejectsAStagingBudgetBelowTheLeast) {
+  try {
+    torch_ext::AsyncCheckpointer checkpointer(budget(torch_ext::AsyncCheckpointerOptions::kMinStagingBytes - 1));
+    FAIL() << "a budget below kMinStagingBytes was accepted";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("max_staging_bytes to be 0 (no bound) or at least 1048576"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(torch_ext::AsyncCheckpointer(budget(-1)), c10::ValueError);
+  torch_ext::AsyncCheckpointer(budget(torch_ext::AsyncCheckpointerOptions::kMinStagingBytes));
+}
+
+std::string bytes_of_file(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Storages larger than a wave and smaller, shared, viewed, empty, of several
+// dtypes: record boundaries fall anywhere in a wave.
+GenericDict wave_state_dict() {
+  GenericDict state = make_dict();
+  const at::Tensor big = torch::randn({3 << 20}); // 12 MiB
+  state.insert("big", big);
+  state.insert("big_slice", big.narrow(0, 100, 1000)); // shares big's storage
+  state.insert("empty", torch::empty({0}));
+  GenericList layers(c10::AnyType::get());
+  for (int i = 0; i < 40; ++i) {
+    layers.push_back(torch::randn({1000 + 37 * i}));
+  }
+  state.insert("layers", layers);
+  state.insert("half", torch::randn({1 << 20}).to(torch::kBFloat16));
+  state.insert("transposed", torch::randn({300, 200}).t());
+  state.insert("steps", torch::arange(5, torch::kInt16));
+  state.insert("epoch", int64_t{3});
+  return state;
+}
+
+TEST_F(CheckpointerTest, SavesInWavesWriteTheSameBytesAsAWholeSave) {
+  GenericDict state = wave_state_dict();
+  const at::Tensor big = state.at("big").toTensor();
+  const int64_t least = torch_ext::AsyncCheckpointerOptions::kMinStagingBytes;
+  // Many waves, waves that split records at odd places, one wave for all.
+  for (const int64_t max_staging_bytes : {least, 3 * least + 4242, int64_t{64} << 20}) {
+    torch_ext::AsyncCheckpointer checkpointer(budget(max_staging_bytes, /*staging_threads=*/2));
+    // Twice: the second save reuses the buffers of the first.
+    for (int round = 0; round < 2; ++round) {
+      big.add_(1);
+      const std::string name = std::to_string(max_staging_bytes) + "_" + std::to_string(round);
+      torch_ext::write_checkpoint(folder("whole_" + name), 0, state);
+      checkpointer.save(folder("waves_" + name), state).second->waitAndThrow();
+      const std::string whole = bytes_of_file(folder("whole_" + name) + "/checkpoint_0.pt");
+      ASSERT_GT(whole.size(), size_t{14} << 20);
+      EXPECT_TRUE(whole == bytes_of_file(folder("waves_" + name) + "/checkpoint_0.pt"))
+          << "budget " << max_staging_bytes << ", save " << round;
+    }
+  }
+}
+
+TEST_F(CheckpointerTest, InWavesTensorsMayChangeOnceStagedWithoutChangingTheCheckpoint) {
+  torch_ext::AsyncCheckpointer checkpointer(budget(torch_ext::AsyncCheckpointerOptions::kMinStagingBytes));
+  at::Tensor weight = torch::ones({4 << 20}); // 16 MiB: 32 waves
+  GenericDict state = make_dict();
+  state.insert("weight", weight);
+  auto [staged, written] = checkpointer.save(folder("a"), state);
+  staged->waitAndThrow();
+  weight.fill_(2);
+  written->waitAndThrow();
+  at::Tensor loaded = checkpointer.load(folder("a")).toGenericDict().at("weight").toTensor();
+  EXPECT_TRUE(torch::equal(loaded, torch::ones({4 << 20})));
+}
+
+TEST_F(CheckpointerTest, InWavesAFailedWriteFailsStagingTooAndLaterSavesWork) {
+  torch_ext::AsyncCheckpointer checkpointer(budget(torch_ext::AsyncCheckpointerOptions::kMinStagingBytes));
+  std::ofstream(folder("file")) << "a regular file, not a folder";
+  const std::string bad = folder("file") + "/step_1";
+  GenericDict state = make_dict();
+  state.insert("weight", torch::randn({4 << 20})); // more waves than buffers
+  auto [staged, written] = checkpointer.save(bad, state);
+  const std::string error = error_of(written);
+  EXPECT_NE(error.find("'" + bad + "'"), std::string::npos) << error;
+  EXPECT_EQ(error_of(staged), error);
+
+  EXPECT_THROW(checkpointer.save(folder("good"), state), c10::Error);
+  checkpointer.save(folder("good"), state).second->waitAndThrow();
+  expect_same(state, checkpointer.load(folder("good")));
+}
+
+TEST_F(CheckpointerTest, InWavesAnUnsupportedValueFailsBothFuturesNamingItsKeyAndWritesNothing) {
+  torch_ext::AsyncCheckpointer checkpointer(budget(torch_ext::AsyncCheckpointerOptions::kMinStagingBytes));
+  GenericDict state = make_dict();
+  state.insert("weight", torch::randn({4 << 20}));
+  state.insert("bad", c10::IValue(c10::complex<double>(1, 2)));
+  auto [staged, written] = checkpointer.save(folder("a"), state);
+  EXPECT_NE(error_of(staged).find("state_dict entry 'bad' is a ComplexDouble"), std::string::npos) << error_of(staged);
+  EXPECT_EQ(error_of(staged), error_of(written));
+  EXPECT_FALSE(fs::exists(folder("a")));
 }
 
 } // namespace

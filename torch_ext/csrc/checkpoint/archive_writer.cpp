@@ -30,7 +30,14 @@ bool ArchiveWriter::needs_zip64(const Entry& entry) const {
 }
 
 void ArchiveWriter::write_record(std::string_view name, const void* data, size_t size) {
-  TORCH_INTERNAL_ASSERT(!finished_, "ArchiveWriter::write_record after finish()");
+  begin_record(name, size);
+  append(data, size);
+  end_record();
+}
+
+void ArchiveWriter::begin_record(std::string_view name, uint64_t size) {
+  TORCH_INTERNAL_ASSERT(!finished_, "ArchiveWriter::begin_record after finish()");
+  TORCH_INTERNAL_ASSERT(!record_open_, "ArchiveWriter::begin_record before end_record()");
   Entry entry{folder_ + "/" + std::string(name), position_, size, 0};
   const bool zip64_sizes = entry.size >= zip64_threshold_;
 
@@ -56,28 +63,43 @@ void ArchiveWriter::write_record(std::string_view name, const void* data, size_t
   }
   header.u16(zip::kPaddingExtraId).u16(static_cast<uint16_t>(padding)).zeros(padding);
   emit(scratch_.data(), scratch_.size());
+  entries_.push_back(std::move(entry));
+  record_left_ = size;
+  record_open_ = true;
+}
 
+void ArchiveWriter::append(const void* data, size_t size) {
+  TORCH_INTERNAL_ASSERT(
+      record_open_ && size <= record_left_, "ArchiveWriter::append past the size given to begin_record");
+  Entry& entry = entries_.back();
   const auto* bytes = static_cast<const uint8_t*>(data);
   for (size_t offset = 0; offset < size; offset += kPieceBytes) {
     const size_t piece = std::min(kPieceBytes, size - offset);
     entry.crc = crc32(entry.crc, bytes + offset, piece);
     emit(bytes + offset, piece);
   }
+  record_left_ -= size;
+}
 
+void ArchiveWriter::end_record() {
+  TORCH_INTERNAL_ASSERT(
+      record_open_ && record_left_ == 0, "ArchiveWriter::end_record before all the record's bytes were appended");
+  record_open_ = false;
+  const Entry& entry = entries_.back();
   scratch_.clear();
   zip::Bytes descriptor(scratch_);
   descriptor.u32(zip::kDataDescriptorSignature).u32(entry.crc);
-  if (zip64_sizes) {
-    descriptor.u64(size).u64(size);
+  if (entry.size >= zip64_threshold_) {
+    descriptor.u64(entry.size).u64(entry.size);
   } else {
-    descriptor.u32(static_cast<uint32_t>(size)).u32(static_cast<uint32_t>(size));
+    descriptor.u32(static_cast<uint32_t>(entry.size)).u32(static_cast<uint32_t>(entry.size));
   }
   emit(scratch_.data(), scratch_.size());
-  entries_.push_back(std::move(entry));
 }
 
 void ArchiveWriter::finish() {
   TORCH_INTERNAL_ASSERT(!finished_, "ArchiveWriter::finish called twice");
+  TORCH_INTERNAL_ASSERT(!record_open_, "ArchiveWriter::finish before end_record()");
   finished_ = true;
   const uint64_t directory_offset = position_;
   scratch_.clear();

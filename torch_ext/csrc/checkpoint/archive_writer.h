@@ -27,6 +27,12 @@ class ArchiveWriter {
   // Writes `folder/name`, computing its CRC32 as it goes: one pass over the
   // data, a piece at a time while it is in the cache.
   void write_record(std::string_view name, const void* data, size_t size);
+  // The same record streamed: its header, then its `size` bytes in as many
+  // append() calls as the caller likes, then end_record(). The file is the
+  // same as from write_record.
+  void begin_record(std::string_view name, uint64_t size);
+  void append(const void* data, size_t size);
+  void end_record();
   // Writes the central directory and the end records. Nothing may follow.
   void finish();
 
@@ -48,6 +54,9 @@ class ArchiveWriter {
   uint64_t position_ = 0;
   std::vector<Entry> entries_;
   std::vector<uint8_t> scratch_;
+  // Bytes of the open record still to come, if one is open.
+  uint64_t record_left_ = 0;
+  bool record_open_ = false;
   bool finished_ = false;
 };
 

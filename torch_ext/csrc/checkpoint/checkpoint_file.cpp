@@ -9,7 +9,7 @@
 #include <c10/util/Exception.h>
 
 #include "archive_reader.h"
-#include "archive_writer.h"
+#include "checkpoint_file_writer.h"
 #include "durable_file.h"
 #include "pickler.h"
 #include "select_keys.h"
@@ -111,22 +111,15 @@ void write_checkpoint_file(const std::string& file, const c10::IValue& state_dic
   TORCH_CHECK_VALUE(!file.empty(), "write_checkpoint_file expected a file name, got ''");
   // Unsupported values fail here, before any file is created.
   const detail::PickledState pickled = detail::pickle_state(state_dict);
-  detail::DurableFile out(file);
-  // torch.save names the archive's folder after the file.
-  std::string folder = std::filesystem::path(file).stem().string();
-  detail::ArchiveWriter archive(
-      [&out](const void* data, size_t size) { out.write(data, size); }, folder.empty() ? "archive" : folder);
-  // The records torch.save writes, in its order.
-  archive.write_record("data.pkl", pickled.pickle.data(), pickled.pickle.size());
-  archive.write_record(".format_version", "1", 1);
-  archive.write_record(".storage_alignment", "64", 2);
-  archive.write_record("byteorder", "little", 6);
-  for (size_t key = 0; key < pickled.storages.size(); ++key) {
-    const c10::Storage& storage = pickled.storages[key];
-    archive.write_record("data/" + std::to_string(key), storage.data(), storage.nbytes());
+  std::vector<uint64_t> sizes;
+  sizes.reserve(pickled.storages.size());
+  for (const c10::Storage& storage : pickled.storages) {
+    sizes.push_back(storage.nbytes());
   }
-  archive.write_record("version", "3\n", 2);
-  archive.finish();
+  detail::CheckpointFileWriter out(file, pickled.pickle, std::move(sizes));
+  for (const c10::Storage& storage : pickled.storages) {
+    out.append(storage.data(), storage.nbytes());
+  }
   out.commit();
 }
 
@@ -169,12 +162,7 @@ std::string checkpoint_file_path(const std::string& path, int64_t rank) {
 }
 
 void write_checkpoint(const std::string& path, int64_t rank, const c10::IValue& state_dict) {
-  TORCH_CHECK_VALUE(!path.empty(), "write_checkpoint expected a checkpoint folder, got ''");
-  const std::string file = checkpoint_file_path(path, rank);
-  std::error_code error;
-  std::filesystem::create_directories(path, error);
-  TORCH_CHECK(!error, "cannot create the checkpoint folder '", path, "' for '", file, "': ", error.message());
-  write_checkpoint_file(file, state_dict);
+  write_checkpoint_file(detail::create_checkpoint_folder(path, rank), state_dict);
 }
 
 c10::IValue read_checkpoint(const std::string& path, int64_t rank, const ReadOptions& options) {

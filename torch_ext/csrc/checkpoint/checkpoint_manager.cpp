@@ -14,8 +14,7 @@
 #include "complete_guarded.h"
 #include "rank_exchange.h"
 #include "retention.h"
-#include "serial_executor.h"
-#include "staging.h"
+#include "save_pipeline.h"
 #include "step_commit.h"
 
 namespace torch_ext {
@@ -79,10 +78,6 @@ void check_options(const std::string& root, const CheckpointManagerOptions& opti
       "CheckpointManager expected a barrier_timeout > 0, got ",
       options.barrier_timeout.count(),
       " ms");
-  TORCH_CHECK_VALUE(
-      options.staging_threads >= 1 && options.staging_threads <= 1024,
-      "CheckpointManager expected 1 <= staging_threads <= 1024, got ",
-      options.staging_threads);
 }
 
 } // namespace
@@ -91,7 +86,8 @@ struct CheckpointManager::Impl {
   Impl(std::string root_, CheckpointManagerOptions options_)
       : root(std::move(root_)),
         options(std::move(options_)),
-        exchange(options.store, options.rank, options.world_size, options.barrier_timeout) {}
+        exchange(options.store, options.rank, options.world_size, options.barrier_timeout),
+        pipeline(options, "CheckpointManager") {}
 
   // One save, from its start on the calling thread to its end on the writer.
   struct Save {
@@ -104,8 +100,10 @@ struct CheckpointManager::Impl {
 
   Save begin(int64_t step);
   void stage(const Save& save, const c10::IValue& state_dict);
-  void fail(const Save& save, const std::exception_ptr& error, const std::string& what);
-  void write_and_commit(const Save& save, const c10::IValue* copy, std::optional<std::string> error);
+  void fail(const Save& save, const std::exception_ptr& error);
+  // On the writer thread, once this rank's file is durable (`error` unset)
+  // or the save failed: agrees with the other ranks, commits or not.
+  void commit(const Save& save, std::optional<std::string> error);
   void apply_retention(int64_t saved);
   c10::IValue load_locked(int64_t step, const ReadOptions& options) const;
 
@@ -117,14 +115,11 @@ struct CheckpointManager::Impl {
   FuturePtr previous_finished;
   int64_t next_sequence = 0;
   bool closed = false;
-  std::vector<c10::Storage> staging_buffers; // on the stager thread only
   // Loads hold it shared, retention's deletes exclusively: a step being read
   // is deleted only once its file is mapped.
   mutable std::shared_mutex deleting;
-  // Staging and writing have a thread each, so that a save's write overlaps
-  // the caller's work once it is staged.
-  detail::SerialExecutor stager;
-  detail::SerialExecutor writer;
+  // Last: its threads stop, in the destructor, before the members they use go.
+  detail::SavePipeline pipeline;
 };
 
 CheckpointManager::CheckpointManager(std::string root, CheckpointManagerOptions options) {
@@ -177,39 +172,31 @@ CheckpointManager::Impl::Save CheckpointManager::Impl::begin(int64_t step) {
 }
 
 void CheckpointManager::Impl::stage(const Save& save, const c10::IValue& state_dict) {
-  stager.post([this, save, state_dict] {
-    c10::IValue copy;
-    try {
-      copy = detail::stage_state_dict(state_dict, static_cast<int>(options.staging_threads), staging_buffers);
-    } catch (...) {
-      fail(save, std::current_exception(), "stage its state dict");
-      return;
-    }
-    // Callbacks on the stage future run here, on the staging thread.
-    complete_guarded([&] { save.staged->markCompleted(); });
-    writer.post([this, save, copy = std::move(copy)] { write_and_commit(save, &copy, std::nullopt); });
-  });
+  const std::string rank = "rank " + std::to_string(options.rank);
+  pipeline.save(
+      detail::step_path(root, save.step),
+      options.rank,
+      state_dict,
+      save.staged,
+      [this, save, rank](std::exception_ptr error, detail::SavePhase failed) {
+        if (!error) {
+          commit(save, std::nullopt);
+        } else if (failed == detail::SavePhase::kStaging) {
+          commit(save, rank + " failed to stage its state dict: " + message_of(error));
+        } else {
+          commit(save, rank + " failed to write its file: " + message_of(error));
+        }
+      });
 }
 
-void CheckpointManager::Impl::fail(const Save& save, const std::exception_ptr& error, const std::string& what) {
+void CheckpointManager::Impl::fail(const Save& save, const std::exception_ptr& error) {
   complete_guarded([&] { save.staged->setError(error); });
-  std::string failure = "rank " + std::to_string(options.rank) + " failed to " + what + ": " + message_of(error);
-  writer.post([this, save, failure = std::move(failure)] { write_and_commit(save, nullptr, failure); });
+  std::string failure = "rank " + std::to_string(options.rank) + " failed to produce its state dict: " + message_of(error);
+  pipeline.post_to_writer([this, save, failure = std::move(failure)] { commit(save, failure); });
 }
 
-void CheckpointManager::Impl::write_and_commit(
-    const Save& save,
-    const c10::IValue* copy,
-    std::optional<std::string> error) {
+void CheckpointManager::Impl::commit(const Save& save, std::optional<std::string> error) {
   const std::string folder = detail::step_path(root, save.step);
-  if (!error) {
-    try {
-      write_checkpoint(folder, options.rank, *copy);
-    } catch (...) {
-      error = "rank " + std::to_string(options.rank) + " failed to write its file: " +
-          message_of(std::current_exception());
-    }
-  }
   const detail::RankExchange::Outcome outcome = exchange.agree(
       save.sequence,
       error,
@@ -273,7 +260,7 @@ std::pair<FuturePtr, FuturePtr> CheckpointManager::save_failure(int64_t step, st
   TORCH_CHECK_VALUE(error, "CheckpointManager.save_failure expected an error, got none");
   std::lock_guard<std::mutex> lock(impl_->mutex);
   const Impl::Save save = impl_->begin(step);
-  impl_->fail(save, error, "produce its state dict");
+  impl_->fail(save, error);
   return {save.staged, save.committed};
 }
 
@@ -339,10 +326,8 @@ void CheckpointManager::close() {
     return;
   }
   impl_->closed = true;
-  impl_->stager.join(); // posts the last write first
-  impl_->writer.join();
+  impl_->pipeline.close();
   impl_->previous_finished.reset();
-  impl_->staging_buffers.clear();
 }
 
 } // namespace torch_ext

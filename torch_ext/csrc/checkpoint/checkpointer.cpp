@@ -10,8 +10,7 @@
 #include <torch_ext/checkpoint_file.h>
 
 #include "complete_guarded.h"
-#include "serial_executor.h"
-#include "staging.h"
+#include "save_pipeline.h"
 
 namespace torch_ext {
 
@@ -27,19 +26,33 @@ void complete_guarded(Complete&& complete) noexcept {
 } // namespace
 
 struct AsyncCheckpointer::Impl {
-  explicit Impl(AsyncCheckpointerOptions options)
-      : options(std::move(options)) {}
+  explicit Impl(AsyncCheckpointerOptions options_)
+      : options(std::move(options_)), pipeline(options, "AsyncCheckpointer") {}
+
+  // On the writer thread, once this rank's file is durable or the save failed.
+  void finish(const FuturePtr& written, std::exception_ptr error) noexcept;
 
   const AsyncCheckpointerOptions options;
   std::mutex mutex; // serializes save and close
   FuturePtr pending_write;
   bool closed = false;
-  std::vector<c10::Storage> staging_buffers; // used on the stager thread only
-  // Staging and writing have a thread each, so that one save's write
-  // overlaps the caller's work after its staging.
-  detail::SerialExecutor stager;
-  detail::SerialExecutor writer;
+  detail::SavePipeline pipeline;
 };
+
+void AsyncCheckpointer::Impl::finish(const FuturePtr& written, std::exception_ptr error) noexcept {
+  if (!error && options.barrier) {
+    try {
+      options.barrier->execute_barrier();
+    } catch (...) {
+      error = std::current_exception();
+    }
+  }
+  if (error) {
+    complete_guarded([&] { written->setError(error); });
+  } else {
+    complete_guarded([&] { written->markCompleted(); });
+  }
+}
 
 AsyncCheckpointer::AsyncCheckpointer(AsyncCheckpointerOptions options) {
   TORCH_CHECK_VALUE(
@@ -49,10 +62,6 @@ AsyncCheckpointer::AsyncCheckpointer(AsyncCheckpointerOptions options) {
       options.rank,
       " and world_size ",
       options.world_size);
-  TORCH_CHECK_VALUE(
-      options.staging_threads >= 1 && options.staging_threads <= 1024,
-      "AsyncCheckpointer expected 1 <= staging_threads <= 1024, got ",
-      options.staging_threads);
   impl_ = std::make_unique<Impl>(std::move(options));
 }
 
@@ -78,40 +87,14 @@ std::pair<FuturePtr, FuturePtr> AsyncCheckpointer::save(
     previous->waitAndThrow();
   }
 
-  auto staged = c10::make_intrusive<Future>(c10::AnyType::get());
+  auto staged = c10::make_intrusive<Future>(c10::NoneType::get());
   auto written = c10::make_intrusive<Future>(c10::NoneType::get());
   impl_->pending_write = written;
   Impl* impl = impl_.get();
-  auto fence = std::make_shared<const detail::DeviceFence>(state_dict);
-  impl->stager.post([impl, path, state_dict, fence, staged, written] {
-    c10::IValue copy;
-    try {
-      fence->wait();
-      copy = detail::stage_state_dict(
-          state_dict, static_cast<int>(impl->options.staging_threads), impl->staging_buffers);
-    } catch (...) {
-      std::exception_ptr error = std::current_exception();
-      complete_guarded([&] { staged->setError(error); });
-      complete_guarded([&] { written->setError(error); });
-      return;
-    }
-    // Callbacks on the stage future run here, on the staging thread.
-    complete_guarded([&] { staged->markCompleted(copy); });
-    impl->writer.post([impl, path, copy = std::move(copy), written] {
-      try {
-        write_checkpoint(path, impl->options.rank, copy);
-        if (impl->options.barrier) {
-          impl->options.barrier->execute_barrier();
-        }
-      } catch (...) {
-        std::exception_ptr error = std::current_exception();
-        complete_guarded([&] { written->setError(error); });
-        return;
-      }
-      complete_guarded([&] { written->markCompleted(); });
-    });
+  impl->pipeline.save(path, impl->options.rank, state_dict, staged, [impl, written](std::exception_ptr error, detail::SavePhase /*failed*/) {
+    impl->finish(written, std::move(error));
   });
-  return {wrap_future(staged), written};
+  return {staged, written};
 }
 
 c10::IValue AsyncCheckpointer::load(const std::string& path, const ReadOptions& options) const {
@@ -124,10 +107,8 @@ void AsyncCheckpointer::close() {
     return;
   }
   impl_->closed = true;
-  impl_->stager.join(); // posts the last write first
-  impl_->writer.join();
+  impl_->pipeline.close();
   impl_->pending_write.reset();
-  impl_->staging_buffers.clear();
 }
 
 } // namespace torch_ext

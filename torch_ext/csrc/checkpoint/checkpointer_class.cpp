@@ -26,7 +26,9 @@ class ScriptCheckpointer : public torch::CustomClassHolder {
       int64_t staging_threads,
       std::optional<std::string> barrier_host,
       int64_t barrier_port,
-      double barrier_timeout_secs);
+      double barrier_timeout_secs,
+      int64_t max_staging_bytes,
+      int64_t writer_nice);
 
   // load(self, str path, bool verify=True, str[]? keys=None) -> Dict(str, Any)
   c10::Dict<std::string, c10::IValue> load(
@@ -49,11 +51,15 @@ AsyncCheckpointerOptions make_options(
     int64_t staging_threads,
     const std::optional<std::string>& barrier_host,
     int64_t barrier_port,
-    double barrier_timeout_secs) {
+    double barrier_timeout_secs,
+    int64_t max_staging_bytes,
+    int64_t writer_nice) {
   AsyncCheckpointerOptions options;
   options.rank = rank;
   options.world_size = world_size;
   options.staging_threads = staging_threads;
+  options.max_staging_bytes = max_staging_bytes;
+  options.writer_nice = writer_nice;
   if (barrier_host) {
     TORCH_CHECK_VALUE(
         barrier_port > 0 && barrier_port < 65536,
@@ -84,14 +90,18 @@ ScriptCheckpointer::ScriptCheckpointer(
     int64_t staging_threads,
     std::optional<std::string> barrier_host,
     int64_t barrier_port,
-    double barrier_timeout_secs)
+    double barrier_timeout_secs,
+    int64_t max_staging_bytes,
+    int64_t writer_nice)
     : checkpointer_(make_options(
           rank,
           world_size,
           staging_threads,
           barrier_host,
           barrier_port,
-          barrier_timeout_secs)) {}
+          barrier_timeout_secs,
+          max_staging_bytes,
+          writer_nice)) {}
 
 c10::Dict<std::string, c10::IValue> ScriptCheckpointer::load(
     const std::string& path,
@@ -166,14 +176,16 @@ TORCH_LIBRARY_FRAGMENT(torch_ext, m) {
   const torch_ext::AsyncCheckpointerOptions defaults;
   m.class_<ScriptCheckpointer>("AsyncCheckpointer")
       .def(
-          torch::init<int64_t, int64_t, int64_t, std::optional<std::string>, int64_t, double>(),
+          torch::init<int64_t, int64_t, int64_t, std::optional<std::string>, int64_t, double, int64_t, int64_t>(),
           "",
           {torch::arg("rank") = defaults.rank,
            torch::arg("world_size") = defaults.world_size,
            torch::arg("staging_threads") = defaults.staging_threads,
            torch::arg("barrier_host") = std::nullopt,
            torch::arg("barrier_port") = 0,
-           torch::arg("barrier_timeout_secs") = 600.0})
+           torch::arg("barrier_timeout_secs") = 600.0,
+           torch::arg("max_staging_bytes") = defaults.max_staging_bytes,
+           torch::arg("writer_nice") = defaults.writer_nice})
       .def(
           "load",
           &ScriptCheckpointer::load,

@@ -58,7 +58,9 @@ Holder make_manager(
     int64_t world_size,
     const py::object& store,
     double barrier_timeout_secs,
-    int64_t staging_threads) {
+    int64_t staging_threads,
+    int64_t max_staging_bytes,
+    int64_t writer_nice) {
   CheckpointManagerOptions options;
   options.max_to_keep = max_to_keep;
   options.keep_every_n_steps = keep_every_n_steps;
@@ -68,6 +70,8 @@ Holder make_manager(
   options.barrier_timeout =
       std::chrono::milliseconds(static_cast<int64_t>(std::llround(barrier_timeout_secs * 1000)));
   options.staging_threads = staging_threads;
+  options.max_staging_bytes = max_staging_bytes;
+  options.writer_nice = writer_nice;
   // Ranks other than 0 wait here for rank 0's clean-up.
   py::gil_scoped_release no_gil;
   return Holder(new CheckpointManager(root, std::move(options)));
@@ -135,7 +139,9 @@ void bind_checkpoint_manager(py::module& module) {
           py::arg("world_size") = defaults.world_size,
           py::arg("store") = py::none(),
           py::arg("barrier_timeout_secs") = static_cast<double>(defaults.barrier_timeout.count()) / 1000,
-          py::arg("staging_threads") = defaults.staging_threads)
+          py::arg("staging_threads") = defaults.staging_threads,
+          py::arg("max_staging_bytes") = defaults.max_staging_bytes,
+          py::arg("writer_nice") = defaults.writer_nice)
       .def("save", &save, py::arg("step"), py::arg("state_dict"))
       .def("all_steps", &CheckpointManager::all_steps, py::call_guard<py::gil_scoped_release>())
       .def("latest_step", &CheckpointManager::latest_step, py::call_guard<py::gil_scoped_release>())

@@ -1,0 +1,52 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "archive_writer.h"
+#include "durable_file.h"
+
+namespace torch_ext::detail {
+
+// One checkpoint file in torch.save's layout (what write_checkpoint_file
+// writes), with the storages' bytes streamed in by the caller: the records
+// `data/0`, `data/1`, ... take, in order, the bytes given to append(), so that
+// a save need not hold every storage in memory at once. The file appears at
+// commit(); destroyed before, it leaves `file` as it was.
+class CheckpointFileWriter {
+ public:
+  // Creates the temporary file and writes the records before the storages.
+  // `storage_sizes[i]` is the size in bytes of storage key `i`.
+  CheckpointFileWriter(const std::string& file, const std::string& pickle, std::vector<uint64_t> storage_sizes);
+
+  // The next `size` bytes of the storages, concatenated in key order; a call
+  // may span records.
+  void append(const void* data, size_t size);
+  // Bytes of the storages still expected.
+  uint64_t left() const {
+    return left_;
+  }
+  // Writes the records after the storages and the directory, then makes the
+  // file durable (DurableFile::commit). Every storage byte must have come.
+  void commit();
+
+ private:
+  void open_next_records();
+
+  std::string file_;
+  DurableFile out_;
+  ArchiveWriter archive_;
+  std::vector<uint64_t> sizes_;
+  size_t next_key_ = 0; // the storage whose record is open, or the next one
+  uint64_t record_left_ = 0; // bytes still to come in the open record
+  bool record_open_ = false;
+  uint64_t left_ = 0;
+};
+
+// checkpoint_file_path(path, rank), after creating the folder `path` if it
+// is missing (write_checkpoint's first step).
+std::string create_checkpoint_folder(const std::string& path, int64_t rank);
+
+} // namespace torch_ext::detail
