@@ -39,7 +39,7 @@ test: python cpp
 	TORCH_EXT_CPP_BUILD=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest test -q
 
 demo: cpp
-	$(BUILD)/examples/async_checkpoint_demo --mib 256 --out $(BUILD)/demo_checkpoints
+	$(BUILD)/examples/async_checkpoint_demo --mib 256 --steps 30 --interval 10 --stop-at 25 --out $(BUILD)/demo_checkpoints
 
 # The C++ tests under ASan+LSan+UBSan, then TSan (build/asan, build/tsan).
 .PHONY: sanitize sanitize-asan sanitize-tsan

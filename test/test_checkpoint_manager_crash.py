@@ -3,9 +3,10 @@ CheckpointManager every 4 steps with max_to_keep=2, killed with SIGKILL
 again and again (before, during and after its writes, in mid-retention, and
 from outside at random moments), restarted each time from the latest
 committed step, ends with the very parameters of a run that was never
-interrupted, with 2 committed steps left and no temporary file. Once in
-Python (torch.optim.AdamW, an LR scheduler, dropout), once in C++
-(test/cpp/train_with_checkpoint_manager.cpp)."""
+interrupted, and its very optimizer state, with 2 committed steps left and
+no temporary file. Once in Python (torch.optim.AdamW, an LR scheduler,
+dropout), once in C++ (test/cpp/train_with_checkpoint_manager.cpp:
+libtorch's Adam, dropout, torch_ext's state dicts)."""
 
 import json
 import os
@@ -19,6 +20,7 @@ import time
 import torch
 
 import torch_ext
+from state_dict_compare import assert_same_layout
 
 TIMEOUT_S = 600
 SEED = 20240611
@@ -133,7 +135,7 @@ DRIVER = textwrap.dedent("""
                 time.sleep(600)
         manager.close()
         if result is not None:
-            torch.save(model.state_dict(), result)
+            torch.save({"model": model.state_dict(), "optim": optim.state_dict()}, result)
 
     def run_life(root, plan, result=None, external_kill_after=None):
         pid = os.fork()
@@ -199,11 +201,11 @@ def check_the_resumed_run(report, root, reference_file, resumed_file):
     # Some kills did land in mid-write or mid-delete: the resumes had something to clean.
     assert report["kills_leaving_leftovers"] >= 1, report
 
+    # The parameters and the optimizer's state, {"model", "optim"}.
     reference = torch.load(reference_file, weights_only=True)
     resumed = torch.load(resumed_file, weights_only=True)
-    assert list(reference) == list(resumed)
-    for name in reference:
-        assert torch.equal(reference[name], resumed[name]), name
+    assert list(reference) == ["model", "optim"] and reference["optim"]["state"], reference.keys()
+    assert_same_layout(resumed, reference, tolerance=0.0)
 
     # As the last life left it: two committed steps, nothing else.
     last = TOTAL_STEPS // EVERY * EVERY

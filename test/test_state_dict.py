@@ -20,6 +20,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 import torch_ext
+from state_dict_compare import assert_same_layout
 
 TIMEOUT_S = 120
 STEPS = 3
@@ -92,34 +93,6 @@ def run_cpp(cpp_build, *args) -> subprocess.CompletedProcess:
         text=True,
         timeout=TIMEOUT_S,
     )
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    difference = (actual.double() - expected.double()).norm()
-    return 0.0 if difference == 0 else (difference / expected.double().norm()).item()
-
-
-def assert_same_layout(ours, theirs, tolerance: float, path: str = "") -> None:
-    """The same keys in the same order, the same types, equal values (tensors
-    within `tolerance`, relative; steps exactly)."""
-    assert type(ours) is type(theirs), f"{path}: {type(ours).__name__}, DCP's is {type(theirs).__name__}"
-    if isinstance(ours, dict):
-        assert list(ours) == list(theirs), f"{path}: keys {list(ours)}, DCP's are {list(theirs)}"
-        for key in ours:
-            assert_same_layout(ours[key], theirs[key], tolerance, f"{path}[{key!r}]")
-    elif isinstance(ours, (list, tuple)):
-        assert len(ours) == len(theirs), f"{path}: {ours!r}, DCP's is {theirs!r}"
-        for i, (item, their_item) in enumerate(zip(ours, theirs)):
-            assert_same_layout(item, their_item, tolerance, f"{path}[{i}]")
-    elif isinstance(ours, torch.Tensor):
-        assert (ours.dtype, ours.shape) == (theirs.dtype, theirs.shape), path
-        if path.endswith("['step']") or not ours.is_floating_point():
-            assert torch.equal(ours, theirs), f"{path}: {ours}, DCP's is {theirs}"
-        else:
-            error = relative_error(ours, theirs)
-            assert error <= tolerance, f"{path}: relative error {error:.2e}"
-    else:
-        assert ours == theirs, f"{path}: {ours!r}, DCP's is {theirs!r}"
 
 
 @pytest.fixture(scope="module", params=list(OPTIMIZERS))

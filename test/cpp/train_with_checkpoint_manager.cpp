@@ -1,34 +1,35 @@
-// A C++ training run that checkpoints through CheckpointManager and resumes
-// from its latest committed step: an MLP with dropout, trained by a
-// hand-written Adam whose moments live in the checkpointed dict, with the
-// CPU generator's state and the step. Run by test/test_checkpoint_manager_crash.py,
-// which kills it; with `--kill PHASE:SAVE:DELAY_MS` it kills itself with
-// SIGKILL at the SAVE-th save of this run:
+// A C++ training run that checkpoints through CheckpointManager (max_to_keep
+// 2) every K steps and resumes from its latest committed step: an MLP with
+// dropout trained by libtorch's Adam, its state saved as
+// {"model", "optim", "rng", "step"} with <torch_ext/state_dict.h>, the layout
+// a Python run saves with DCP's state dicts, so that either resumes the
+// other's run. Run by test/test_checkpoint_manager_crash.py, which kills it,
+// and test/test_resume_across_languages.py. With `--kill PHASE:SAVE:DELAY_MS`
+// it kills itself with SIGKILL at the SAVE-th save of this run:
 //   before     before the save starts
 //   writing    once a temporary file of the step appears (or its commit)
 //   delay      DELAY_MS after save() returned
 //   committed  once the step is committed
 //   retention  once retention has un-committed an older step, before it is gone
 //   stop       never: it stops there and waits to be killed from outside
-// At the end it writes the parameters to OUT with write_checkpoint_file.
+// At step N it writes {"model", "optim"} to OUT with write_checkpoint_file.
 //
 //   train_with_checkpoint_manager ROOT OUT [--steps N] [--every K] [--kill PHASE:SAVE:DELAY_MS]
 #include <signal.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
-#include <mutex>
 #include <string>
 #include <thread>
 
-#include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 #include <torch_ext/checkpoint_file.h>
 #include <torch_ext/checkpoint_manager.h>
+#include <torch_ext/state_dict.h>
 
 namespace {
 
@@ -80,80 +81,38 @@ struct Plan {
   int64_t delay_ms = 0;
 };
 
+// The model, libtorch's Adam and the step; the CPU generator holds the rest
+// (the batches and dropout's masks are drawn from it).
 struct Run {
-  GenericDict params = make_dict();
-  GenericDict exp_avg = make_dict();
-  GenericDict exp_avg_sq = make_dict();
+  torch::nn::Sequential model{
+      torch::nn::Linear(64, 128), torch::nn::ReLU(), torch::nn::Dropout(0.1), torch::nn::Linear(128, 4)};
+  torch::optim::Adam optimizer{model->parameters(), torch::optim::AdamOptions(1e-3)};
   int64_t step = 0;
 
-  Run() {
-    torch::manual_seed(0);
-    add("w1", torch::randn({128, 64}) * 0.1);
-    add("b1", torch::zeros({128}));
-    add("w2", torch::randn({4, 128}) * 0.1);
-    add("b2", torch::zeros({4}));
-  }
-
-  void add(const std::string& name, const at::Tensor& value) {
-    params.insert(name, value.clone().requires_grad_());
-    exp_avg.insert(name, torch::zeros_like(value));
-    exp_avg_sq.insert(name, torch::zeros_like(value));
-  }
-  at::Tensor param(const std::string& name) const {
-    return params.at(name).toTensor();
-  }
-
   GenericDict state_dict() const {
-    GenericDict adam = make_dict();
-    adam.insert("exp_avg", exp_avg);
-    adam.insert("exp_avg_sq", exp_avg_sq);
     GenericDict state = make_dict();
-    state.insert("params", params);
-    state.insert("adam", adam);
-    state.insert("rng", at::detail::getDefaultCPUGenerator().get_state());
+    state.insert("model", torch_ext::get_model_state_dict(*model));
+    state.insert("optim", torch_ext::get_optimizer_state_dict(*model, optimizer));
+    state.insert("rng", torch_ext::get_rng_state());
     state.insert("step", step);
     return state;
   }
 
   void restore(const c10::IValue& loaded) {
     const GenericDict state = loaded.toGenericDict();
-    torch::NoGradGuard no_grad;
-    auto copy_into = [](const GenericDict& to, const c10::IValue& from) {
-      for (const auto& entry : from.toGenericDict()) {
-        to.at(entry.key()).toTensor().copy_(entry.value().toTensor());
-      }
-    };
-    copy_into(params, state.at("params"));
-    const GenericDict adam = state.at("adam").toGenericDict();
-    copy_into(exp_avg, adam.at("exp_avg"));
-    copy_into(exp_avg_sq, adam.at("exp_avg_sq"));
-    at::Generator generator = at::detail::getDefaultCPUGenerator(); // a handle on the default one
-    std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(state.at("rng").toTensor());
+    torch_ext::set_model_state_dict(*model, state.at("model"));
+    torch_ext::set_optimizer_state_dict(*model, optimizer, state.at("optim"));
+    torch_ext::set_rng_state(state.at("rng").toTensor());
     step = state.at("step").toInt();
   }
 
   void train_step() {
     const at::Tensor x = torch::randn({32, 64});
     const at::Tensor y = torch::randn({32, 4});
-    at::Tensor hidden = torch::relu(torch::linear(x, param("w1"), param("b1")));
-    hidden = torch::dropout(hidden, 0.1, /*train=*/true);
-    const at::Tensor loss = torch::mse_loss(torch::linear(hidden, param("w2"), param("b2")), y);
-    loss.backward();
+    optimizer.zero_grad();
+    torch::mse_loss(model->forward(x), y).backward();
+    optimizer.step();
     ++step;
-    torch::NoGradGuard no_grad;
-    const double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
-    const double correction1 = 1 - std::pow(beta1, step), correction2 = 1 - std::pow(beta2, step);
-    for (const auto& entry : params) {
-      at::Tensor p = entry.value().toTensor();
-      const at::Tensor g = p.grad();
-      at::Tensor m = exp_avg.at(entry.key()).toTensor();
-      at::Tensor v = exp_avg_sq.at(entry.key()).toTensor();
-      m.mul_(beta1).add_(g, 1 - beta1);
-      v.mul_(beta2).addcmul_(g, g, 1 - beta2);
-      p.addcdiv_(m / correction1, (v / correction2).sqrt_().add_(eps), -lr);
-      p.mutable_grad().reset();
-    }
   }
 };
 
@@ -190,6 +149,7 @@ int main(int argc, char** argv) {
   }
   try {
     at::set_num_threads(1);
+    torch::manual_seed(0); // the initial parameters, when there is nothing to resume
     Run run;
     torch_ext::CheckpointManagerOptions options;
     options.max_to_keep = 2;
@@ -234,11 +194,10 @@ int main(int argc, char** argv) {
       }
     }
     manager.close();
-    GenericDict params = make_dict();
-    for (const auto& entry : run.params) {
-      params.insert(entry.key(), entry.value().toTensor().detach());
-    }
-    torch_ext::write_checkpoint_file(out, params);
+    GenericDict result = make_dict();
+    result.insert("model", torch_ext::get_model_state_dict(*run.model));
+    result.insert("optim", torch_ext::get_optimizer_state_dict(*run.model, run.optimizer));
+    torch_ext::write_checkpoint_file(out, result);
   } catch (const c10::Error& e) {
     std::cerr << "error: " << e.what_without_backtrace() << std::endl;
     return 1;
