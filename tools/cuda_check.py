@@ -6,7 +6,8 @@ torch_ext built against that torch. Exits non-zero on the first failure.
 - Staging copies CUDA tensors to the CPU on a thread of its own, whose
   current stream is not the caller's: it must wait for the work queued on the
   caller's current stream before save(), here a long queue on a side stream
-  ending in the values to save.
+  ending in the values to save; for AsyncCheckpointer (whole and in waves)
+  and CheckpointManager alike.
 - Tied CUDA parameters are staged once and stay tied in the file.
 - Writing CUDA tensors without staging is refused, naming the entry.
 """
@@ -26,23 +27,58 @@ def check(condition, what):
         sys.exit(1)
 
 
-def staged_values_follow_the_callers_stream(folder):
+class Checkpointer:
+    """torch_ext.AsyncCheckpointer, one folder per round."""
+
+    def __init__(self, folder, **options):
+        self.folder = folder
+        self.impl = torch_ext.AsyncCheckpointer(**options)
+
+    def save(self, round, state):
+        return self.impl.save(f"{self.folder}/{round}", state)
+
+    def load(self, round):
+        return self.impl.load(f"{self.folder}/{round}")
+
+    def close(self):
+        self.impl.close()
+
+
+class Manager:
+    """torch_ext.CheckpointManager, one step per round."""
+
+    def __init__(self, folder, **options):
+        self.impl = torch_ext.CheckpointManager(folder, **options)
+
+    def save(self, round, state):
+        return self.impl.save(round, state)
+
+    def load(self, round):
+        return self.impl.load(round)
+
+    def close(self):
+        self.impl.close()
+
+
+def staged_values_follow_the_callers_stream(saver, what):
     side = torch.cuda.Stream()
     a = torch.randn(4096, 4096, device="cuda")
     values = torch.empty(32 << 20, device="cuda")
-    with torch_ext.AsyncCheckpointer() as checkpointer:
+    try:
         for round in range(8):
             with torch.cuda.stream(side):
                 for _ in range(30):  # tens of ms of work ahead of the fill
                     a = torch.tanh(a @ a)
                 values.fill_(round + 1)
-                stage_future, write_future = checkpointer.save(f"{folder}/{round}", {"values": values})
+                stage_future, write_future = saver.save(round, {"values": values})
             stage_future.wait()
             write_future.wait()
-            loaded = checkpointer.load(f"{folder}/{round}")["values"]
+            loaded = saver.load(round)["values"]
             check(loaded.device.type == "cpu" and bool((loaded == round + 1).all()),
-                  f"round {round}: staged values are the ones queued before save()")
+                  f"{what}, round {round}: staged values are the ones queued before save()")
         side.synchronize()
+    finally:
+        saver.close()
 
 
 def tied_parameters_stay_tied(folder):
@@ -71,7 +107,11 @@ def unstaged_cuda_tensors_are_refused(folder):
 def main():
     check(torch.cuda.is_available(), f"torch {torch.__version__} sees {torch.cuda.device_count()} GPU(s)")
     with tempfile.TemporaryDirectory() as folder:
-        staged_values_follow_the_callers_stream(f"{folder}/stream")
+        # Both share the save pipeline; waves copy from the device piece by piece.
+        staged_values_follow_the_callers_stream(Checkpointer(f"{folder}/whole"), "AsyncCheckpointer")
+        staged_values_follow_the_callers_stream(
+            Checkpointer(f"{folder}/waves", max_staging_bytes=8 << 20), "AsyncCheckpointer in waves")
+        staged_values_follow_the_callers_stream(Manager(f"{folder}/manager"), "CheckpointManager")
         tied_parameters_stay_tied(f"{folder}/tied")
         unstaged_cuda_tensors_are_refused(folder)
     print("all CUDA checks passed")

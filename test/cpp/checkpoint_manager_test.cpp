@@ -418,26 +418,34 @@ class FileSizeLimit {
 };
 
 TEST_F(CheckpointManagerTest, AFullDiskFailsTheCommitAndLeavesThePreviousStepLoadable) {
-  CheckpointManager manager(root());
-  save_and_commit(manager, 1);
-  GenericDict large = state_of(2);
-  large.insert("big", torch::zeros({1 << 20}));
-  std::string error;
-  {
-    FileSizeLimit limit(256 << 10);
+  // Whole, and in waves (the writer fails while the stager waits for it).
+  for (const int64_t budget : {int64_t{0}, torch_ext::SaveOptions::kMinStagingBytes}) {
+    SCOPED_TRACE("max_staging_bytes " + std::to_string(budget));
+    CheckpointManagerOptions with_budget;
+    with_budget.max_staging_bytes = budget;
+    CheckpointManager manager(root(), with_budget);
+    save_and_commit(manager, 1);
+    GenericDict large = state_of(2);
+    large.insert("big", torch::zeros({1 << 20}));
+    std::string error;
+    {
+      FileSizeLimit limit(256 << 10);
+      auto [staged, committed] = manager.save(2, large);
+      error = outcome_of(committed);
+    }
+    EXPECT_TRUE(contains(error, "step 2 was not committed in '" + at("step_2") + "'")) << error;
+    EXPECT_TRUE(contains(error, "rank 0 failed to write its file")) << error;
+    EXPECT_EQ(manager.all_steps(), Steps{1});
+    expect_state(manager.load(), 1);
+    // The failed step's folder is gone, and with it any temporary file.
+    EXPECT_FALSE(fs::exists(at("step_2")));
+    EXPECT_EQ(temporaries_under(root()), std::vector<std::string>{});
     auto [staged, committed] = manager.save(2, large);
-    error = outcome_of(committed);
+    expect_completes(committed);
+    EXPECT_EQ(manager.all_steps(), (Steps{1, 2}));
+    manager.close();
+    fs::remove_all(root());
   }
-  EXPECT_TRUE(contains(error, "step 2 was not committed in '" + at("step_2") + "'")) << error;
-  EXPECT_TRUE(contains(error, "rank 0 failed to write its file")) << error;
-  EXPECT_EQ(manager.all_steps(), Steps{1});
-  expect_state(manager.load(), 1);
-  // The failed step's folder is gone, and with it any temporary file.
-  EXPECT_FALSE(fs::exists(at("step_2")));
-  EXPECT_EQ(temporaries_under(root()), std::vector<std::string>{});
-  auto [staged, committed] = manager.save(2, large);
-  expect_completes(committed);
-  EXPECT_EQ(manager.all_steps(), (Steps{1, 2}));
 }
 
 // max_staging_bytes, shared with AsyncCheckpointer: a state dict larger than
@@ -458,24 +466,6 @@ TEST_F(CheckpointManagerTest, ASaveLargerThanTheStagingBudgetCommitsTheSameFileI
   fs::create_directories(whole.parent_path());
   torch_ext::write_checkpoint_file(whole.string(), large);
   EXPECT_EQ(fs::file_size(at("step_2/checkpoint_0.pt")), fs::file_size(whole));
-}
-
-TEST_F(CheckpointManagerTest, AFullDiskWhileSavingInWavesFailsTheCommitAsAWrite) {
-  CheckpointManagerOptions budget;
-  budget.max_staging_bytes = torch_ext::SaveOptions::kMinStagingBytes;
-  CheckpointManager manager(root(), budget);
-  save_and_commit(manager, 1);
-  GenericDict large = state_of(2);
-  large.insert("big", torch::zeros({1 << 20}));
-  std::string error;
-  {
-    FileSizeLimit limit(256 << 10);
-    auto [staged, committed] = manager.save(2, large);
-    error = outcome_of(committed);
-  }
-  EXPECT_TRUE(contains(error, "rank 0 failed to write its file")) << error;
-  EXPECT_EQ(manager.all_steps(), Steps{1});
-  EXPECT_EQ(temporaries_under(root()), std::vector<std::string>{});
 }
 
 TEST_F(CheckpointManagerTest, AValueThatCannotBeSavedFailsBothFuturesAndTheNextSaveWorks) {

@@ -13,7 +13,7 @@
 #include <torch_ext/checkpoint_file.h>
 
 #include "python_state.h"
-#include "torch_ext/csrc/checkpoint/checkpointer_class.h"
+#include "torch_ext/csrc/async_save/checkpointer_class.h"
 
 namespace torch_ext::python {
 namespace {

@@ -6,8 +6,8 @@
 
 #include <c10/util/Exception.h>
 
-#include "checkpoint_file_writer.h"
-#include "pickler.h"
+#include "torch_ext/csrc/checkpoint/checkpoint_file_writer.h"
+#include "torch_ext/csrc/checkpoint/pickler.h"
 #include "staging.h"
 
 namespace torch_ext::detail {

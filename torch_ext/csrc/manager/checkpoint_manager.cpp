@@ -11,10 +11,10 @@
 
 #include <torch_ext/checkpoint_file.h>
 
-#include "complete_guarded.h"
+#include "torch_ext/csrc/async_save/complete_guarded.h"
 #include "rank_exchange.h"
 #include "retention.h"
-#include "save_pipeline.h"
+#include "torch_ext/csrc/async_save/save_pipeline.h"
 #include "step_commit.h"
 
 namespace torch_ext {
