@@ -12,32 +12,23 @@
 #include <torch_ext/checkpoint_file.h>
 
 #include "torch_ext/csrc/async_save/complete_guarded.h"
+#include "torch_ext/csrc/async_save/save_pipeline.h"
+
+#include "error_message.h"
 #include "rank_exchange.h"
 #include "retention.h"
-#include "torch_ext/csrc/async_save/save_pipeline.h"
 #include "step_commit.h"
 
 namespace torch_ext {
 
 using c10::ivalue::Future;
+using detail::message_of;
 
 namespace {
 
 template <typename Complete>
 void complete_guarded(Complete&& complete) noexcept {
   detail::complete_guarded("CheckpointManager", std::forward<Complete>(complete));
-}
-
-std::string message_of(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "an unknown error";
-  }
 }
 
 std::exception_ptr runtime_error(const std::string& message) {

@@ -7,6 +7,8 @@
 #include <c10/util/Exception.h>
 #include <c10/util/Logging.h>
 
+#include "error_message.h"
+
 namespace torch_ext::detail {
 namespace {
 
@@ -34,23 +36,11 @@ std::string after(const std::string& text, const std::string& prefix) {
   return text.substr(prefix.size());
 }
 
-std::string describe_error() {
-  try {
-    throw;
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  } catch (const std::exception& e) {
-    return e.what();
-  } catch (...) {
-    return "an unknown error";
-  }
-}
-
 void run_discard(const std::function<void()>& discard) {
   try {
     discard();
   } catch (...) {
-    LOG(WARNING) << "CheckpointManager: could not remove a failed save's files: " << describe_error();
+    LOG(WARNING) << "CheckpointManager: could not remove a failed save's files: " << message_of(std::current_exception());
   }
 }
 
@@ -106,7 +96,7 @@ void RankExchange::start_together(const std::string& what) {
         " ms for rank 0 to ",
         what,
         ", expected rank 0 to construct its manager too: ",
-        describe_error());
+        message_of(std::current_exception()));
   }
 }
 
@@ -124,14 +114,14 @@ RankExchange::Outcome RankExchange::agree(
       commit();
     } catch (...) {
       run_discard(discard);
-      return {"rank 0 could not commit it: " + describe_error()};
+      return {"rank 0 could not commit it: " + message_of(std::current_exception())};
     }
     return {};
   }
   try {
     return rank_ == 0 ? agree_as_leader(sequence, error, commit, discard) : agree_as_follower(sequence, error);
   } catch (...) {
-    return {"rank " + std::to_string(rank_) + " could not use the store: " + describe_error()};
+    return {"rank " + std::to_string(rank_) + " could not use the store: " + message_of(std::current_exception())};
   }
 }
 
@@ -155,7 +145,7 @@ RankExchange::Outcome RankExchange::agree_as_leader(
     }
   } catch (...) {
     everyone_reported = false;
-    const std::string cause = describe_error();
+    const std::string cause = message_of(std::current_exception());
     std::string missing;
     for (int64_t rank = 1; rank < world_size_; ++rank) {
       if (!store_->check({reports[rank - 1]})) {
@@ -186,7 +176,7 @@ RankExchange::Outcome RankExchange::agree_as_leader(
     try {
       commit();
     } catch (...) {
-      failure = "rank 0 could not commit it: " + describe_error();
+      failure = "rank 0 could not commit it: " + message_of(std::current_exception());
       run_discard(discard);
     }
     store_->set(key(sequence, "outcome"), bytes(failure ? kFailed + *failure : std::string(kCommitted)));
