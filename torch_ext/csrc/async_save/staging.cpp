@@ -160,12 +160,7 @@ c10::IValue build_copy(const c10::IValue& state_dict, StageStorage stage_storage
 }
 
 // The devices other than the CPU that hold a tensor of a state dict.
-struct DeviceCollector {
-  void leaf(const c10::IValue& /*value*/, ValueKind /*kind*/) {}
-  void begin(const c10::IValue& /*container*/, ValueKind /*kind*/) {}
-  void key(const c10::IValue& /*key*/) {}
-  void attributes(const c10::impl::GenericDict& /*attributes*/) {}
-  void end(const c10::IValue& /*container*/, ValueKind /*kind*/) {}
+struct DeviceCollector : TensorVisitor {
   void tensor(const at::Tensor& tensor) {
     const c10::Device device = tensor.device();
     if (!device.is_cpu() && std::find(devices.begin(), devices.end(), device) == devices.end()) {

@@ -24,7 +24,7 @@ using detail::MappedFile;
 
 // The storage records of a load, bound to tensors once it is known which are
 // read: until then a storage has its size and no data.
-class StorageBinder {
+class StorageBinder : public detail::TensorVisitor {
  public:
   StorageBinder(const ArchiveReader& archive, bool verify) : archive_(archive), verify_(verify) {}
 
@@ -41,11 +41,6 @@ class StorageBinder {
 
   // Visits the value a load returns, binding each storage it reaches to
   // its record (verified first, with the entry's name for the error).
-  void leaf(const c10::IValue& /*value*/, ValueKind /*kind*/) {}
-  void begin(const c10::IValue& /*container*/, ValueKind /*kind*/) {}
-  void key(const c10::IValue& /*key*/) {}
-  void attributes(const c10::impl::GenericDict& /*attributes*/) {}
-  void end(const c10::IValue& /*container*/, ValueKind /*kind*/) {}
   void tensor(const at::Tensor& tensor) {
     c10::StorageImpl* storage = tensor.storage().unsafeGetStorageImpl();
     const auto found = records_.find(storage);

@@ -133,6 +133,16 @@ void visit_state(const c10::IValue& value, Visitor& visitor, KeyPath& path) {
   }
 }
 
+// A visit_state visitor that looks at tensors only: derive and define
+// tensor().
+struct TensorVisitor {
+  void leaf(const c10::IValue& /*value*/, ValueKind /*kind*/) {}
+  void begin(const c10::IValue& /*container*/, ValueKind /*kind*/) {}
+  void key(const c10::IValue& /*key*/) {}
+  void attributes(const c10::impl::GenericDict& /*attributes*/) {}
+  void end(const c10::IValue& /*container*/, ValueKind /*kind*/) {}
+};
+
 // Builds a value from visit_state's events (or from another source that
 // sends the same ones: the Python conversion does). Tensors are taken as
 // given; a visitor that changes them calls tensor() with its own.
