@@ -35,7 +35,7 @@
 #include <torch_ext/checkpoint_file.h>
 #include <torch_ext/checkpointer.h>
 
-#include "torch_ext/csrc/checkpoint/crc32.h"
+#include "torch_ext/csrc/io/crc32.h"
 
 namespace {
 

@@ -16,7 +16,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/ParallelGuard.h>
 
-#include "torch_ext/csrc/checkpoint/state_value.h"
+#include "torch_ext/csrc/state/state_value.h"
 
 namespace torch_ext::detail {
 namespace {

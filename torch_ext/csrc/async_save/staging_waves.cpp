@@ -6,8 +6,9 @@
 
 #include <c10/util/Exception.h>
 
-#include "torch_ext/csrc/checkpoint/checkpoint_file_writer.h"
-#include "torch_ext/csrc/checkpoint/pickler.h"
+#include "torch_ext/csrc/pickle/pickler.h"
+#include "torch_ext/csrc/torch_save/checkpoint_file_writer.h"
+
 #include "staging.h"
 
 namespace torch_ext::detail {

@@ -6,7 +6,7 @@
 
 #include <c10/util/Exception.h>
 
-#include "torch_ext/csrc/checkpoint/durable_file.h"
+#include "torch_ext/csrc/io/durable_file.h"
 
 namespace torch_ext::detail {
 namespace {

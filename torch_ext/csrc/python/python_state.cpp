@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "torch_ext/csrc/checkpoint/state_value.h"
+#include "torch_ext/csrc/state/state_value.h"
 
 namespace torch_ext::python {
 namespace {

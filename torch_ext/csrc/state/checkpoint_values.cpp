@@ -7,7 +7,8 @@
 #include <c10/util/Exception.h>
 #include <c10/util/intrusive_ptr.h>
 
-#include "dtypes.h"
+#include "torch_ext/csrc/pickle/dtypes.h"
+
 #include "state_value.h"
 
 namespace torch_ext {

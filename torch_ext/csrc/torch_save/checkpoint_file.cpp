@@ -8,13 +8,14 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include "torch_ext/csrc/io/durable_file.h"
+#include "torch_ext/csrc/pickle/pickler.h"
+#include "torch_ext/csrc/pickle/unpickler.h"
+#include "torch_ext/csrc/state/select_keys.h"
+#include "torch_ext/csrc/state/state_value.h"
+
 #include "archive_reader.h"
 #include "checkpoint_file_writer.h"
-#include "durable_file.h"
-#include "pickler.h"
-#include "select_keys.h"
-#include "state_value.h"
-#include "unpickler.h"
 
 namespace torch_ext {
 namespace {

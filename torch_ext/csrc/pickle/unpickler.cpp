@@ -10,9 +10,10 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include "torch_ext/csrc/state/state_value.h"
+
 #include "dtypes.h"
 #include "pickle_opcodes.h"
-#include "state_value.h"
 
 namespace torch_ext::detail {
 namespace {

@@ -6,9 +6,10 @@
 
 #include <c10/util/Exception.h>
 
+#include "torch_ext/csrc/state/state_value.h"
+
 #include "dtypes.h"
 #include "pickle_opcodes.h"
-#include "state_value.h"
 
 namespace torch_ext::detail {
 namespace {

@@ -5,7 +5,8 @@
 
 #include <c10/util/Exception.h>
 
-#include "crc32.h"
+#include "torch_ext/csrc/io/crc32.h"
+
 #include "zip_format.h"
 
 namespace torch_ext::detail {

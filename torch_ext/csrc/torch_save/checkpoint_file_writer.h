@@ -5,8 +5,9 @@
 #include <string>
 #include <vector>
 
+#include "torch_ext/csrc/io/durable_file.h"
+
 #include "archive_writer.h"
-#include "durable_file.h"
 
 namespace torch_ext::detail {
 
