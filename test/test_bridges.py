@@ -8,15 +8,13 @@ import threading
 import pytest
 import torch
 
+import bounded
 import torch_ext
-
-TIMEOUT_S = 60
-
 
 def complete_on_new_thread(complete):
     thread = threading.Thread(target=complete)
     thread.start()
-    thread.join()
+    bounded.join(thread, "the completer")
     return thread.ident
 
 
@@ -49,7 +47,7 @@ class TestToTorchFuture:
         value = torch.ones(3)
         completer = complete_on_new_thread(lambda: source.set_result(value))
         assert threads == [completer]
-        assert bridged.wait() is value
+        assert bounded.wait(bridged, "the bridged future") is value
 
     def test_already_completed_source_gives_a_done_future(self):
         source = concurrent.futures.Future()
@@ -67,7 +65,7 @@ class TestToTorchFuture:
         bridged = torch_ext.to_torch_future(source)
         assert complete_on_new_thread(lambda: source.set_exception(error))
         with pytest.raises(type(error)) as raised:
-            bridged.wait()
+            bounded.wait(bridged, "the bridged future")
         assert raised.value is error
 
     def test_cancelled_source_raises_cancelled_error(self):
@@ -75,16 +73,16 @@ class TestToTorchFuture:
         bridged = torch_ext.to_torch_future(source)
         assert source.cancel()
         with pytest.raises(concurrent.futures.CancelledError):
-            bridged.wait()
+            bounded.wait(bridged, "the bridged future")
 
     def test_cpp_and_torchscript_read_a_failure_as_an_error(self):
         source = concurrent.futures.Future()
         bridged = torch_ext.to_torch_future(source)
         source.set_exception(ValueError("bad shard"))
         with pytest.raises(ValueError, match="^bad shard$"):
-            torch_ext.wrap_future(bridged).wait()
+            bounded.wait(torch_ext.wrap_future(bridged), "the wrap")
         with pytest.raises(RuntimeError, match="ValueError: bad shard"):
-            wait_for_staging(bridged)
+            bounded.call(wait_for_staging, bridged, what="TorchScript's wait")
 
     def test_holder_completing_it_first_stands_and_the_completer_sees_nothing(self, caplog):
         source = concurrent.futures.Future()
@@ -92,7 +90,7 @@ class TestToTorchFuture:
         bridged.set_result("mine")
         with caplog.at_level(logging.DEBUG):
             source.set_exception(OSError("late"))
-        assert bridged.wait() == "mine"
+        assert bounded.wait(bridged, "the bridged future") == "mine"
         assert caplog.records == []
 
     def test_torch_future_is_a_type_error(self):
@@ -110,7 +108,7 @@ class TestToConcurrentFuture:
         value = torch.ones(3)
         completer = complete_on_new_thread(lambda: source.set_result(value))
         assert threads == [completer]
-        assert bridged.result() is value
+        assert bounded.wait(bridged, "the bridged future") is value
 
     def test_already_completed_source_gives_a_done_future(self):
         source = torch.futures.Future()
@@ -123,26 +121,27 @@ class TestToConcurrentFuture:
         bridged = torch_ext.to_concurrent_future(source)
         error = OSError("disk full")
         source.set_exception(error)
-        assert bridged.exception() is error
+        assert bounded.completed(bridged, "the bridged future").exception() is error
 
     def test_exception_held_by_a_wrapper_made_in_torchscript_is_a_failure(self):
         source = torch.futures.Future()
         rewrapped = same_future(source)  # a new Python wrapper, without set_exception's hook
         error = OSError("disk full")
         source.set_exception(error)
-        assert rewrapped.wait() is error
-        assert torch_ext.to_concurrent_future(rewrapped).exception() is error
+        assert bounded.wait(rewrapped, "the rewrapped future") is error
+        assert bounded.completed(torch_ext.to_concurrent_future(rewrapped), "the bridged future").exception() is error
 
     def test_error_set_in_cpp_is_raised(self):
         source = torch.futures.Future()
         failed_in_cpp = torch.ops.torch_ext.wrap_future(source)
         error = OSError("disk full")
         source.set_exception(error)
-        assert torch_ext.to_concurrent_future(failed_in_cpp).exception() is error
+        bridged = torch_ext.to_concurrent_future(failed_in_cpp)
+        assert bounded.completed(bridged, "the bridged future").exception() is error
 
     def test_torchscript_error_is_raised_with_its_message(self):
         bridged = torch_ext.to_concurrent_future(fork_failing(torch.ones(1)))
-        error = bridged.exception(timeout=TIMEOUT_S)
+        error = bounded.completed(bridged, "the bridged fork").exception()
         assert isinstance(error, RuntimeError)
         assert "staging exploded" in str(error)
 
@@ -167,7 +166,7 @@ def test_round_trip_keeps_the_outcome(outcome):
     back = torch_ext.to_concurrent_future(torch_ext.to_torch_future(source))
     if isinstance(outcome, BaseException):
         source.set_exception(outcome)
-        assert back.exception() is outcome
+        assert bounded.completed(back, "the round trip").exception() is outcome
     else:
         source.set_result(outcome)
-        assert back.result() == outcome
+        assert bounded.wait(back, "the round trip") == outcome

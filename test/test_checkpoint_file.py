@@ -18,6 +18,7 @@ from torch.distributed.checkpoint._experimental.checkpoint_writer import (
 )
 from torch.distributed.checkpoint._experimental.types import RankInfo
 
+import bounded
 import torch_ext
 from checkpoint_corpus import TiedModel, assert_same, train_steps, training_state
 
@@ -51,7 +52,7 @@ def test_round_trip_keeps_types_sharing_and_metadata(state, tmp_path):
 
 def test_upstream_reader_reads_ours_whole_and_partially(state, tmp_path):
     checkpointer = torch_ext.AsyncCheckpointer()
-    checkpointer.save(tmp_path, state)[1].wait()
+    bounded.wait(checkpointer.save(tmp_path, state)[1], "the write")
     checkpointer.close()
     loaded, missing = CheckpointReader(RankInfo(0, 1)).read(str(tmp_path))
     assert_same(state, loaded)

@@ -13,6 +13,7 @@ from torch.distributed.checkpoint._experimental.checkpoint_writer import (
 )
 from torch.distributed.checkpoint._experimental.types import RankInfo
 
+import bounded
 import torch_ext
 
 
@@ -56,14 +57,14 @@ def test_save_returns_torch_futures_completed_with_none(checkpointer, tmp_path):
     stage_future, write_future = checkpointer.save(tmp_path, sample_state_dict())
     assert isinstance(stage_future, torch._C.Future)  # what torch.jit.fork returns
     assert isinstance(write_future, torch._C.Future)
-    assert write_future.wait() is None
+    assert bounded.wait(write_future, "the write") is None
     assert stage_future.done() and stage_future.wait() is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint_0.pt"]
 
 
 def test_upstream_reader_reads_ours_whole(checkpointer, tmp_path):
     state_dict = sample_state_dict()
-    checkpointer.save(tmp_path, state_dict)[1].wait()
+    bounded.wait(checkpointer.save(tmp_path, state_dict)[1], "the write")
     loaded, missing = CheckpointReader(RankInfo(0, 1)).read(str(tmp_path))
     assert_same(state_dict, loaded)
     assert missing == []
@@ -72,7 +73,7 @@ def test_upstream_reader_reads_ours_whole(checkpointer, tmp_path):
 
 def test_upstream_reader_reads_ours_partially(checkpointer, tmp_path):
     state_dict = sample_state_dict()
-    checkpointer.save(tmp_path, state_dict)[1].wait()
+    bounded.wait(checkpointer.save(tmp_path, state_dict)[1], "the write")
     template = {
         "model": {"weight": torch.zeros(4, 3, dtype=torch.bfloat16), "absent": None},
         "epoch": None,
@@ -93,9 +94,9 @@ def test_ours_loads_what_upstream_writer_wrote(checkpointer, tmp_path):
 def test_tensors_may_change_once_staged(checkpointer, tmp_path):
     weight = torch.ones(1024, 256)
     stage_future, write_future = checkpointer.save(tmp_path, {"weight": weight})
-    stage_future.wait()
+    bounded.wait(stage_future, "the staging")
     weight.add_(1)
-    write_future.wait()
+    bounded.wait(write_future, "the write")
     assert torch.equal(checkpointer.load(tmp_path)["weight"], torch.ones(1024, 256))
 
 
@@ -108,7 +109,7 @@ def test_unsupported_value_raises_on_the_calling_thread_naming_its_key_path(chec
     with pytest.raises(TypeError, match=f"state_dict entry 'model.layers\\[1\\].0' is {what}"):
         checkpointer.save(tmp_path / "a", {"model": {"layers": [1, {0: bad}]}})
     # Nothing reached the checkpointer: no stale error on the next save.
-    checkpointer.save(tmp_path / "b", {"x": 1})[1].wait()
+    bounded.wait(checkpointer.save(tmp_path / "b", {"x": 1})[1], "the write")
     assert checkpointer.load(tmp_path / "b") == {"x": 1}
     assert not (tmp_path / "a").exists()
 
@@ -118,12 +119,12 @@ def test_staging_error_in_torchscript_fails_both_futures_and_the_next_save_raise
     checkpointer = torch.classes.torch_ext.AsyncCheckpointer()
     stage_future, write_future = checkpointer.save(str(tmp_path / "a"), {"model": {"bad": 1j}})
     with pytest.raises(TypeError, match="state_dict entry 'model.bad' is a ComplexDouble"):
-        stage_future.wait()
+        bounded.wait(stage_future, "the staging")
     with pytest.raises(TypeError, match="model.bad"):
-        write_future.wait()
+        bounded.wait(write_future, "the write")
     with pytest.raises(TypeError, match="model.bad"):
         checkpointer.save(str(tmp_path / "b"), {"x": 1})
-    torch.jit.wait(checkpointer.save(str(tmp_path / "b"), {"x": 1})[1])
+    bounded.wait(checkpointer.save(str(tmp_path / "b"), {"x": 1})[1], "the write")
     assert checkpointer.load(str(tmp_path / "b")) == {"x": 1}
     checkpointer.close()
 
@@ -133,17 +134,27 @@ def test_unwritable_path_fails_the_write_future_naming_it(checkpointer, tmp_path
     bad = tmp_path / "file" / "step_1"
     _, write_future = checkpointer.save(bad, {"x": torch.ones(2)})
     with pytest.raises(RuntimeError, match=f"'{bad}'"):
-        write_future.wait()
+        bounded.wait(write_future, "the write")
 
 
-def test_python_callback_on_the_write_future_runs_while_the_next_save_waits(checkpointer, tmp_path):
-    # save() waits for the previous write with the GIL released; a Python
-    # callback on that write, run by the writer thread, needs the GIL.
-    ran = threading.Event()
-    _, write_future = checkpointer.save(tmp_path / "a", {"x": torch.randn(1 << 20)})
-    write_future.then(lambda _: ran.set())
-    checkpointer.save(tmp_path / "b", {"x": torch.randn(1 << 20)})[1].wait()
-    assert ran.is_set()
+# save() waits for the previous write with the GIL released; a Python
+# callback on that write, run by the writer thread, needs the GIL. In a
+# process of its own: a save that held the GIL would stop every thread.
+CALLBACK_WHILE_THE_NEXT_SAVE_WAITS = """
+import sys, threading, torch, torch_ext
+checkpointer = torch_ext.AsyncCheckpointer()
+ran = threading.Event()
+_, write_future = checkpointer.save(sys.argv[1] + "/a", {"x": torch.randn(1 << 20)})
+write_future.then(lambda _: ran.set())
+checkpointer.save(sys.argv[1] + "/b", {"x": torch.randn(1 << 20)})[1].wait()
+print(ran.is_set())
+checkpointer.close()
+"""
+
+
+def test_python_callback_on_the_write_future_runs_while_the_next_save_waits(tmp_path):
+    out = bounded.run_python(CALLBACK_WHILE_THE_NEXT_SAVE_WAITS, tmp_path, what="a save after a Python callback")
+    assert out.split() == ["True"]
 
 
 def test_load_of_a_missing_checkpoint_names_the_file(checkpointer, tmp_path):
@@ -188,7 +199,9 @@ def test_torchscript_saves_waits_and_loads(tmp_path):
     checkpointer = torch.classes.torch_ext.AsyncCheckpointer()
     expected = {"weight": torch.randn(3, 4), "step": 3}
     for module, folder in [(scripted, "scripted"), (loaded_module, "loaded")]:
-        assert_same(expected, module(checkpointer, str(tmp_path / folder), expected["weight"]))
+        path = str(tmp_path / folder)
+        loaded = bounded.call(module, checkpointer, path, expected["weight"], what=f"the {folder} module")
+        assert_same(expected, loaded)
         assert_same(expected, CheckpointReader(RankInfo(0, 1)).read(str(tmp_path / folder))[0])
     checkpointer.close()
 

@@ -21,6 +21,7 @@ from torch.distributed.checkpoint._experimental import (
 )
 from torch.distributed.checkpoint._experimental.utils import wrap_future as upstream_wrap_future
 
+import bounded
 import torch_ext
 
 TIMEOUT_S = 60
@@ -87,7 +88,7 @@ class Gate:
 def run_on_new_thread(fn):
     thread = threading.Thread(target=fn)
     thread.start()
-    thread.join()
+    bounded.join(thread, "the completer")
     return thread.ident
 
 

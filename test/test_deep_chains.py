@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 
+import bounded
 import torch_ext
 
 WRAP_LINKS = 1_000_000
@@ -49,7 +50,7 @@ def run_on_small_stack(fn):
         thread.start()
     finally:
         threading.stack_size(previous)
-    thread.join()
+    bounded.join(thread, "the thread on a small stack")
 
 
 def complete_on_small_stack(head, tail, complete, what):
@@ -86,10 +87,10 @@ def test_chain_completes_in_bounded_stack_on_the_completing_thread(build, comple
     assert seen["tail_done"]
     assert seen["tail_thread"] == seen["completer"]
     if complete is set_value:
-        assert tail.wait() is None
+        assert bounded.wait(tail, "the chain's tail") is None
     else:
         with pytest.raises(ValueError, match="head failed"):
-            tail.wait()
+            bounded.wait(tail, "the chain's tail")
 
 
 def test_never_completed_wrap_future_chain_is_dropped_in_bounded_stack():

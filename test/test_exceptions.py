@@ -9,6 +9,7 @@ import logging
 import pytest
 import torch
 
+import bounded
 import torch_ext
 
 
@@ -50,7 +51,7 @@ def test_python_error_is_raised_as_that_very_object_through_a_chain(error, fail,
     if not fail_first:
         getattr(source, fail)(error)
     with pytest.raises(type(error)) as raised:
-        wrapped.wait()
+        bounded.wait(wrapped, "the wrap of a wrap")
     assert raised.value is error
 
 
@@ -63,7 +64,7 @@ def test_a_python_failure_is_raised_by_every_wait_on_every_wrap():
     source.set_exception(error)
     for wrapped in (first, first, second, torch_ext.wrap_future(first)):
         with pytest.raises(ValueError) as raised:
-            wrapped.wait()
+            bounded.wait(wrapped, "a wrap")
         assert raised.value is error
 
 
@@ -72,7 +73,7 @@ def test_concurrent_source_with_any_exception_completes_the_masked_future(error)
     source = concurrent.futures.Future()
     masked = torch_ext.wrap_future(torch_ext.wrap_future(source))
     source.set_exception(error)  # raises nothing into the completer
-    assert masked.exception() is error
+    assert bounded.completed(masked, "the masked future").exception() is error
 
 
 def raises_in_then(_):
@@ -89,6 +90,7 @@ def fork_failing(x: torch.Tensor) -> torch.jit.Future[torch.Tensor]:
 
 
 def exception_of(future):
+    bounded.completed(future, "a failing future")
     with pytest.raises(BaseException) as raised:
         future.wait()
     return raised.value
@@ -133,4 +135,4 @@ def test_wrapped_future_completed_by_hand_first_keeps_that_result():
     wrapped = torch_ext.wrap_future(source)
     wrapped.set_result("cancelled by its holder")
     source.set_exception(ValueError("source failed"))  # raises nothing
-    assert wrapped.wait() == "cancelled by its holder"
+    assert bounded.wait(wrapped, "the wrap") == "cancelled by its holder"

@@ -9,6 +9,7 @@ import weakref
 import pytest
 import torch
 
+import bounded
 import torch_ext
 
 
@@ -21,7 +22,7 @@ def complete_on_new_thread(complete):
 
     thread = threading.Thread(target=run)
     thread.start()
-    thread.join()
+    bounded.join(thread, "the completer")
     return ident["completer"]
 
 
@@ -41,7 +42,7 @@ class TestWrapTorchFuture:
         error = ValueError("x")
         source.set_exception(error)
         with pytest.raises(ValueError, match="^x$") as raised:
-            wrapped.wait()
+            bounded.wait(wrapped, "the wrap")
         assert raised.value is error
 
     def test_already_completed_source_gives_a_done_future(self):
@@ -67,7 +68,7 @@ class TestWrapTorchFuture:
         del staged, source
         gc.collect()
         assert alive() is None
-        assert wrapped.wait() is None
+        assert bounded.wait(wrapped, "the wrap") is None
 
 
 class TestWrapOtherValues:
@@ -83,7 +84,7 @@ class TestWrapOtherValues:
         assert isinstance(masked, concurrent.futures.Future) and not masked.done()
         error = OSError("disk full")
         source.set_exception(error)
-        assert masked.exception() is error
+        assert bounded.completed(masked, "the masked future").exception() is error
 
 
 class TestOnComplete:

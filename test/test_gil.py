@@ -1,10 +1,9 @@
 """A callback on a wrapped future that waits on a future completed by another
 thread must not deadlock on the GIL or on the futures' locks."""
 
-import subprocess
-import sys
-
 import pytest
+
+import bounded
 
 # In a subprocess, so that a deadlock fails the test instead of hanging it.
 WAIT_INSIDE_CALLBACK = """
@@ -44,14 +43,5 @@ print(len(seen), bool(torch.equal(seen[0], torch.ones(1))))
 
 @pytest.mark.parametrize("source_completed_on", ["main", "thread"])
 def test_callback_waiting_on_another_thread_does_not_deadlock(source_completed_on):
-    try:
-        run = subprocess.run(
-            [sys.executable, "-c", WAIT_INSIDE_CALLBACK, source_completed_on],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-    except subprocess.TimeoutExpired as hung:
-        pytest.fail(f"deadlock: no result after {hung.timeout} s")
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.split() == ["1", "True"]
+    out = bounded.run_python(WAIT_INSIDE_CALLBACK, source_completed_on, what="a callback waiting on another future")
+    assert out.split() == ["1", "True"]

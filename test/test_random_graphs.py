@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import bounded
 import torch_ext
 
 
@@ -53,16 +54,17 @@ def test_each_wrap_completes_once_with_its_sources_outcome_on_its_thread(graph):
     for worker in workers:
         worker.start()
     for worker in workers:
-        worker.join()
+        bounded.join(worker, "a completing thread")
 
     for index in range(sources, len(futures)):
         root = roots[index]
         assert seen[index] == [completer[root]], f"wrap {index} of source {root}"
+        what = f"wrap {index} of source {root}"
         if errors[root] is None:
-            assert futures[index].wait() is None
+            assert bounded.wait(futures[index], what) is None
         else:
             try:
-                futures[index].wait()
+                bounded.wait(futures[index], what)
             except ValueError as raised:
                 assert raised is errors[root]
             else:

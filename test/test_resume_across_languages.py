@@ -19,6 +19,7 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+import bounded
 import torch_ext
 from state_dict_compare import assert_same_layout
 
@@ -97,8 +98,8 @@ def test_a_python_run_resumes_in_cpp(cpp_build, tmp_path):
                 stage_future, commit_future = manager.save(step, {
                     "model": get_model_state_dict(model), "optim": get_optimizer_state_dict(model, optim),
                     "rng": torch.get_rng_state(), "step": step})  # fmt: skip
-                stage_future.wait()
-        commit_future.wait()
+                bounded.wait(stage_future, f"step {step}'s staging")
+        bounded.wait(commit_future, "the last commit")
         manager.wait_until_finished()  # retention too
         assert manager.all_steps() == [STEPS - EVERY, STEPS]
 

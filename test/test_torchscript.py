@@ -5,6 +5,7 @@ import subprocess
 import pytest
 import torch
 
+import bounded
 import torch_ext  # noqa: F401  (registers the op)
 
 
@@ -33,14 +34,14 @@ class ForkFailAndWrap(torch.nn.Module):
 
 def test_scripted_fork_and_wait():
     module = torch.jit.script(ForkAndWrap())
-    assert torch.equal(module(torch.ones(3)), -torch.ones(3))
+    assert torch.equal(bounded.call(module, torch.ones(3), what="the scripted waits"), -torch.ones(3))
     assert "torch_ext::wrap_future" in str(module.graph)
 
 
 def test_scripted_error_reaches_the_wrapped_future():
     module = torch.jit.script(ForkFailAndWrap())
     with pytest.raises(RuntimeError, match="staging exploded"):
-        module(torch.ones(1))
+        bounded.call(module, torch.ones(1), what="the scripted wait")
 
 
 def test_eager_future_into_scripted_code():
@@ -52,7 +53,7 @@ def test_eager_future_into_scripted_code():
     wrapped = wrap(source)
     assert not wrapped.done()
     source.set_result(torch.ones(1))
-    assert wrapped.wait() is None
+    assert bounded.wait(wrapped, "the wrap") is None
 
 
 def test_wrong_type_in_script_is_a_compile_error_naming_future():
@@ -78,7 +79,7 @@ def test_saved_module_runs_in_python_and_in_cpp(module, expected, tmp_path, cpp_
     torch.jit.save(torch.jit.script(module), str(path))
     loaded = torch.jit.load(str(path))
     if isinstance(module, ForkAndWrap):
-        assert torch.equal(loaded(torch.ones(2)), -torch.ones(2))
+        assert torch.equal(bounded.call(loaded, torch.ones(2), what="the loaded module's waits"), -torch.ones(2))
     run = subprocess.run(
         [str(cpp_build / "test" / "cpp" / "run_scripted_module"), str(path), "2"],
         capture_output=True,
