@@ -6,28 +6,23 @@ import collections
 import datetime
 import os
 import threading
-import time
 
 import pytest
 import torch
 import torch.distributed as dist
 
+import bounded
 import torch_ext
-
-TIMEOUT_S = 120
 
 
 def wait(future):
-    """future.wait(), at most TIMEOUT_S."""
-    done = threading.Event()
-    future.add_done_callback(lambda _: done.set())
-    assert done.wait(TIMEOUT_S), "a future did not complete in time"
-    return future.wait()
+    return bounded.wait(future, "a save's future")
 
 
 def error_of(future):
+    bounded.completed(future, "a save's future")
     with pytest.raises(Exception) as raised:
-        wait(future)
+        future.wait()
     return str(raised.value)
 
 
@@ -128,15 +123,24 @@ def test_saving_a_committed_step_raises_and_a_failed_commit_names_step_and_path(
     assert manager.load() == {"step": 1}
 
 
+# save() and close() wait for the previous save with the GIL released; a
+# Python callback on its commit, run by the writer thread, needs the GIL. In a
+# process of its own: a wait that held the GIL would stop every thread.
+CALLBACKS_WHILE_THE_CALLER_SAVES_AGAIN = """
+import sys, torch, torch_ext
+manager = torch_ext.CheckpointManager(sys.argv[1], max_to_keep=2)
+seen = []
+for step in range(4):
+    _, commit_future = manager.save(step, {"weight": torch.full((1000,), float(step))})
+    commit_future.add_done_callback(lambda f, step=step: seen.append((step, f.value())))
+manager.close()
+print(seen == [(step, None) for step in range(4)], manager.all_steps())
+"""
+
+
 def test_callbacks_on_the_commit_future_run_python_while_the_caller_saves_again(tmp_path):
-    manager = torch_ext.CheckpointManager(tmp_path, max_to_keep=2)
-    seen = []
-    for step in range(4):
-        _, commit_future = manager.save(step, {"weight": torch.full((1000,), float(step))})
-        commit_future.add_done_callback(lambda f, step=step: seen.append((step, f.value())))
-    manager.close()
-    assert seen == [(step, None) for step in range(4)]
-    assert manager.all_steps() == [2, 3]
+    out = bounded.run_python(CALLBACKS_WHILE_THE_CALLER_SAVES_AGAIN, tmp_path, what="saves with Python callbacks")
+    assert out.split("\n")[0] == "True [2, 3]"
 
 
 def test_the_store_may_be_any_torch_distributed_store(tmp_path):
@@ -149,8 +153,8 @@ def test_the_store_may_be_any_torch_distributed_store(tmp_path):
     follower = threading.Thread(target=construct, args=(1,))
     follower.start()
     construct(0)
-    follower.join(TIMEOUT_S)
-    assert not follower.is_alive() and managers[1] is not None, "rank 1 could not construct its manager"
+    bounded.join(follower, "rank 1's construction")
+    assert managers[1] is not None, "rank 1 could not construct its manager"
     futures = [managers[rank].save(7, {"rank": rank})[1] for rank in range(2)]
     for future in futures:
         wait(future)
@@ -159,28 +163,70 @@ def test_the_store_may_be_any_torch_distributed_store(tmp_path):
         torch_ext.CheckpointManager(tmp_path, store="localhost:29500")
 
 
+class AnnouncesWaits(dist.Store):
+    """A c10d store that forwards to `inner` and sets `waiting` as it starts
+    each wait: when rank 0's writer waits for rank 1 is seen from outside. A
+    clone forwards to a clone of `inner`, as TCPStore's clone is a second
+    connection to the same server."""
+
+    def __init__(self, inner, waiting):
+        super().__init__()
+        self.inner, self.waiting, self.clones = inner, waiting, []
+
+    def clone(self):
+        clone = AnnouncesWaits(self.inner.clone(), self.waiting)
+        self.clones.append(clone)  # C++ holds no Python reference: without one, its overrides go
+        return clone
+
+    def wait(self, *args):
+        self.waiting.set()
+        return self.inner.wait(*args)
+
+    def set(self, *args):
+        return self.inner.set(*args)
+
+    def get(self, *args):
+        return self.inner.get(*args)
+
+    def add(self, *args):
+        return self.inner.add(*args)
+
+    def check(self, *args):
+        return self.inner.check(*args)
+
+    def compare_set(self, *args):
+        return self.inner.compare_set(*args)
+
+    def delete_key(self, *args):
+        return self.inner.delete_key(*args)
+
+
 def test_a_save_waiting_for_a_late_rank_does_not_hold_up_the_jobs_store(tmp_path):
-    # Both ranks' managers share one TCPStore client, as the threads of a
-    # process share the default store. Rank 0 waits for rank 1's report on
-    # its own connection; on the shared one, rank 1's report would wait
-    # behind it until the barrier timeout.
-    store = dist.TCPStore("127.0.0.1", 0, 1, True, timeout=datetime.timedelta(seconds=TIMEOUT_S))
+    # Both ranks' managers share the job's TCPStore client, as the threads of
+    # a process share the default store. Rank 0 waits for rank 1's report on
+    # its own connection; on the shared one, the job's next use and rank 1's
+    # report would wait behind it until the barrier timeout, and the step
+    # would fail.
+    store = dist.TCPStore("127.0.0.1", 0, 1, True, timeout=datetime.timedelta(seconds=bounded.TIMEOUT_S))
+    waiting = threading.Event()
+    shared = AnnouncesWaits(store, waiting)
     managers = [None, None]
 
     def construct(rank):
         managers[rank] = torch_ext.CheckpointManager(
-            tmp_path, rank=rank, world_size=2, store=store, barrier_timeout_secs=20
+            tmp_path, rank=rank, world_size=2, store=shared, barrier_timeout_secs=20
         )
 
     follower = threading.Thread(target=construct, args=(1,))
     follower.start()
     construct(0)
-    follower.join(TIMEOUT_S)
-    assert not follower.is_alive() and managers[1] is not None, "rank 1 could not construct its manager"
-    stage_future, leader = managers[0].save(1, {"rank": 0})
-    wait(stage_future)
-    time.sleep(0.5)  # rank 0's writer is now waiting for rank 1
+    bounded.join(follower, "rank 1's construction")
+    assert managers[1] is not None, "rank 1 could not construct its manager"
+    waiting.clear()  # rank 1 waited in its constructor for rank 0's
+    _, leader = managers[0].save(1, {"rank": 0})
+    assert waiting.wait(bounded.TIMEOUT_S), "rank 0 never waited for rank 1's report"
     store.set("the job's own use", "goes through")
+    assert not leader.done(), "the job's store waited for rank 0 to give up on rank 1"
     _, follower = managers[1].save(1, {"rank": 1})
     wait(leader)
     wait(follower)

@@ -69,10 +69,17 @@ RANK = textwrap.dedent("""
     rank, world_size, port, path = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     checkpointer = torch_ext.AsyncCheckpointer(
         rank, world_size, barrier_host="127.0.0.1", barrier_port=port, barrier_timeout_secs=60)
+    others = [f"checkpoint_{r}.pt" for r in range(world_size - 1)]
     for step in range(2):
-        if rank == world_size - 1:
-            time.sleep(0.5)  # the last rank writes late
         folder = os.path.join(path, f"step_{step}")
+        if rank == world_size - 1:
+            # The last rank writes once the others' files are there (a file
+            # appears once durable, and its rank goes on to the barrier): their
+            # write futures may complete only once its file is there too.
+            deadline = time.monotonic() + 60
+            while not all(os.path.exists(os.path.join(folder, name)) for name in others):
+                assert time.monotonic() < deadline, "the other ranks did not write their files"
+                time.sleep(0.001)
         checkpointer.save(folder, {"rank": rank, "weight": torch.full((1000,), float(rank))})[1].wait()
         print(step, ",".join(sorted(os.listdir(folder))), flush=True)
     checkpointer.close()
