@@ -8,6 +8,8 @@
 #include <optional>
 #include <string>
 
+#include <torch_ext/export.h>
+
 namespace torch_ext::detail {
 
 // How the ranks of a CheckpointManager agree, through the job's c10d store,
@@ -20,7 +22,7 @@ namespace torch_ext::detail {
 // of one job (or a manager made again after another) never read each
 // other's keys. Saves are numbered by a sequence that every rank advances
 // once per save, so that a step saved again after a failure is a new round.
-class RankExchange {
+class TORCH_EXT_API RankExchange {
  public:
   // Takes the instance number (collective: every rank constructs one).
   RankExchange(

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <torch_ext/export.h>
+
 namespace torch_ext::detail {
 
 // The commit rule of CheckpointManager, stated once: listing, loading,
@@ -15,28 +17,28 @@ namespace torch_ext::detail {
 // before anything else, so a step half deleted by a crash is never listed.
 
 // `<root>/step_<step>`.
-std::string step_path(const std::string& root, int64_t step);
+TORCH_EXT_API std::string step_path(const std::string& root, int64_t step);
 
 // The step a folder name stands for: `step_<n>` with n written as
 // std::to_string writes it (no sign, no leading zeros); nullopt otherwise.
-std::optional<int64_t> step_of_folder_name(const std::string& name);
+TORCH_EXT_API std::optional<int64_t> step_of_folder_name(const std::string& name);
 
-bool is_committed(const std::string& root, int64_t step);
+TORCH_EXT_API bool is_committed(const std::string& root, int64_t step);
 
 // The committed steps under `root`, ascending; none if `root` is missing.
-std::vector<int64_t> committed_steps(const std::string& root);
+TORCH_EXT_API std::vector<int64_t> committed_steps(const std::string& root);
 
 // Commits `step`, whose rank files are all durable. Throws, naming the
 // commit file, if it cannot.
-void commit_step(const std::string& root, int64_t step, int64_t world_size);
+TORCH_EXT_API void commit_step(const std::string& root, int64_t step, int64_t world_size);
 
 // Un-commits `step` durably, if committed, then removes its folder, if any.
-void delete_step(const std::string& root, int64_t step);
+TORCH_EXT_API void delete_step(const std::string& root, int64_t step);
 
 // Removes what a crash leaves under `root`: step folders without a commit
 // file, and temporary files in `root` and in committed step folders.
 // Committed steps and anything that is not a step folder stay. Best effort:
 // what cannot be removed is returned, with why, for the caller to report.
-std::vector<std::string> remove_crash_leftovers(const std::string& root);
+TORCH_EXT_API std::vector<std::string> remove_crash_leftovers(const std::string& root);
 
 } // namespace torch_ext::detail

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include <torch_ext/export.h>
+
 namespace torch_ext::detail {
 
 // The entries of `state` that `keys` name (ReadOptions::keys): each key is a
@@ -12,6 +14,6 @@ namespace torch_ext::detail {
 // may hold dots itself: `model` -> `fc.weight`) and list or tuple items by
 // index. Containers keep their kind and order and hold only what was named.
 // Throws a ValueError naming `file` and every key that names nothing.
-c10::IValue select_keys(const c10::IValue& state, const std::vector<std::string>& keys, const std::string& file);
+TORCH_EXT_API c10::IValue select_keys(const c10::IValue& state, const std::vector<std::string>& keys, const std::string& file);
 
 } // namespace torch_ext::detail
