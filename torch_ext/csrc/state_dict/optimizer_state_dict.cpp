@@ -14,14 +14,14 @@
 
 #include "module_state.h"
 #include "optimizer_entries.h"
-#include "optimizer_layouts.h"
+#include "optimizer_schemas.h"
 
 namespace torch_ext {
 namespace {
 
 using detail::Dict;
 using detail::Entries;
-using detail::Layout;
+using detail::OptimizerStateSchema;
 
 // The model's name for each parameter of `optimizer`, group by group.
 std::vector<std::vector<std::string>> parameter_names(
@@ -57,7 +57,7 @@ std::string sorted_list(std::vector<std::string> names) {
 
 template <class Optimizer>
 c10::IValue get_state_dict(const torch::nn::Module& model, const Optimizer& optimizer) {
-  using L = Layout<Optimizer>;
+  using L = OptimizerStateSchema<Optimizer>;
   const auto names = parameter_names(model, optimizer, "get_optimizer_state_dict");
   Dict state = detail::new_dict();
   c10::impl::GenericList groups(c10::AnyType::get());
@@ -83,7 +83,7 @@ c10::IValue get_state_dict(const torch::nn::Module& model, const Optimizer& opti
 // valid.
 template <class Optimizer>
 void set_state_dict(const torch::nn::Module& model, Optimizer& optimizer, const c10::IValue& state_dict) {
-  using L = Layout<Optimizer>;
+  using L = OptimizerStateSchema<Optimizer>;
   using Options = typename L::Options;
   const auto names = parameter_names(model, optimizer, "set_optimizer_state_dict");
   std::unordered_map<std::string, std::pair<size_t, at::Tensor>> params; // name: (group, param)

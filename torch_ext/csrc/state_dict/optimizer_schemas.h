@@ -14,7 +14,7 @@ namespace torch_ext::detail {
 
 // How one libtorch optimizer's param groups and per-parameter state map to
 // those of its Python namesake, in the keys, order and types of Python's
-// Optimizer.state_dict() (torch 2.13). Each Layout has:
+// Optimizer.state_dict() (torch 2.13). Each OptimizerStateSchema has:
 //   name;
 //   group(options): a param group's hyperparameters, without "params";
 //   options(entries): the reverse, reading every hyperparameter;
@@ -23,7 +23,7 @@ namespace torch_ext::detail {
 //   state_for_every_parameter: whether libtorch's step needs a state for
 //     every parameter (Adagrad makes them when it is built).
 template <class Optimizer>
-struct Layout;
+struct OptimizerStateSchema;
 
 inline void put_if_defined(Dict& dict, const char* key, const at::Tensor& tensor) {
   if (tensor.defined()) {
@@ -32,7 +32,7 @@ inline void put_if_defined(Dict& dict, const char* key, const at::Tensor& tensor
 }
 
 template <>
-struct Layout<torch::optim::SGD> {
+struct OptimizerStateSchema<torch::optim::SGD> {
   using Options = torch::optim::SGDOptions;
   using State = torch::optim::SGDParamState;
   static constexpr const char* name = "SGD";
@@ -87,7 +87,7 @@ struct Layout<torch::optim::SGD> {
 // Python's AdamW is its Adam with decoupled_weight_decay=True; libtorch has
 // two classes with the same fields.
 template <class OptionsT, class StateT, bool decoupled_weight_decay>
-struct AdamLayout {
+struct AdamStateSchema {
   using Options = OptionsT;
   using State = StateT;
   static constexpr const char* name = decoupled_weight_decay ? "AdamW" : "Adam";
@@ -156,12 +156,12 @@ struct AdamLayout {
 };
 
 template <>
-struct Layout<torch::optim::Adam> : AdamLayout<torch::optim::AdamOptions, torch::optim::AdamParamState, false> {};
+struct OptimizerStateSchema<torch::optim::Adam> : AdamStateSchema<torch::optim::AdamOptions, torch::optim::AdamParamState, false> {};
 template <>
-struct Layout<torch::optim::AdamW> : AdamLayout<torch::optim::AdamWOptions, torch::optim::AdamWParamState, true> {};
+struct OptimizerStateSchema<torch::optim::AdamW> : AdamStateSchema<torch::optim::AdamWOptions, torch::optim::AdamWParamState, true> {};
 
 template <>
-struct Layout<torch::optim::RMSprop> {
+struct OptimizerStateSchema<torch::optim::RMSprop> {
   using Options = torch::optim::RMSpropOptions;
   using State = torch::optim::RMSpropParamState;
   static constexpr const char* name = "RMSprop";
@@ -226,7 +226,7 @@ struct Layout<torch::optim::RMSprop> {
 };
 
 template <>
-struct Layout<torch::optim::Adagrad> {
+struct OptimizerStateSchema<torch::optim::Adagrad> {
   using Options = torch::optim::AdagradOptions;
   using State = torch::optim::AdagradParamState;
   static constexpr const char* name = "Adagrad";
