@@ -5,6 +5,7 @@ CheckpointReader in the same process."""
 import collections
 import os
 import pickle
+import re
 import struct
 import subprocess
 import zipfile
@@ -118,7 +119,7 @@ def test_a_flipped_bit_in_a_tensor_record_fails_naming_the_file_record_and_key(t
     (torch_ext.save if writer == "torch_ext" else torch.save)(state, path)
     name, offset, size = record_span(path, "data/1")  # both number storages in order: fc.bias's
     flip_bit(path, offset + size // 2, bit=3)
-    with pytest.raises(RuntimeError, match=rf"'{path}'.*record '{name}' \(entry 'model\.fc\.bias'\) fails its CRC32"):
+    with pytest.raises(RuntimeError, match=rf"'{path}'.*record '{name}' \(state_dict entry 'model\.fc\.bias'\) fails its CRC32"):
         torch_ext.load(path)
     # Unverified, the damage loads silently, as torch.load (which checks no CRC32) loads it.
     assert not torch.equal(torch_ext.load(path, verify=False)["model"]["fc.bias"], state["model"]["fc.bias"])
@@ -162,6 +163,28 @@ def test_partial_load_of_a_missing_key_names_it(tmp_path):
     torch_ext.save({"model": {"w": torch.ones(1)}}, tmp_path / "ckpt.pt")
     with pytest.raises(ValueError, match=r"has no entry 'model\.v', 'x'"):
         torch_ext.load(tmp_path / "ckpt.pt", keys=["model.w", "model.v", "x"])
+
+
+def nested_state(x, y):
+    """A list index, an int key and a key that holds a dot on the way to x and y."""
+    return {"model": {"layers": [1, {0: x}]}, "optim": {"state": {"0.weight": {"exp_avg": y}}}}
+
+
+@pytest.mark.parametrize("bad_x", [True, False], ids=["index-and-int-key", "dotted-key"])
+def test_the_key_path_an_error_names_selects_that_entry(tmp_path, bad_x):
+    x, y = torch.randn(3), torch.randn(2)
+    with pytest.raises(TypeError, match="is a function") as error:
+        torch_ext.save(nested_state(lambda: 0, y) if bad_x else nested_state(x, lambda: 0), tmp_path / "bad.pt")
+    path = re.search(r"entry '([^']*)'", str(error.value)).group(1)
+    assert path == ("model.layers.1.0" if bad_x else "optim.state.0.weight.exp_avg")
+    torch_ext.save(nested_state(x, y), tmp_path / "ckpt.pt")
+    selected = torch_ext.load(tmp_path / "ckpt.pt", keys=[path])
+    if bad_x:
+        assert list(selected) == ["model"] and len(selected["model"]["layers"]) == 1
+        assert torch.equal(selected["model"]["layers"][0][0], x)
+    else:
+        assert list(selected) == ["optim"]
+        assert torch.equal(selected["optim"]["state"]["0.weight"]["exp_avg"], y)
 
 
 def test_loaded_tensors_are_copy_on_write_views_of_the_file(tmp_path):

@@ -106,7 +106,7 @@ def test_tensors_may_change_once_staged(checkpointer, tmp_path):
     ids=["lambda", "custom class", "complex"],
 )
 def test_unsupported_value_raises_on_the_calling_thread_naming_its_key_path(checkpointer, tmp_path, bad, what):
-    with pytest.raises(TypeError, match=f"state_dict entry 'model.layers\\[1\\].0' is {what}"):
+    with pytest.raises(TypeError, match=f"state_dict entry 'model\\.layers\\.1\\.0' is {what}"):
         checkpointer.save(tmp_path / "a", {"model": {"layers": [1, {0: bad}]}})
     # Nothing reached the checkpointer: no stale error on the next save.
     bounded.wait(checkpointer.save(tmp_path / "b", {"x": 1})[1], "the write")

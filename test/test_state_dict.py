@@ -217,7 +217,7 @@ def test_python_hyperparameter_libtorch_lacks_is_named(cpp_build, tmp_path):
     )
     assert result.returncode == 1
     assert (
-        'error: optim_state_dict["param_groups"][0]["maximize"] is True, '
+        "error: optim_state_dict entry 'param_groups.0.maximize' is True, "
         "but libtorch's Adam supports only False" in result.stdout
     )
 

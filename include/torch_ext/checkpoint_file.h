@@ -16,8 +16,9 @@ struct ReadOptions {
   // Check every record read against its CRC32 (torch.load checks none).
   // Off, a load touches only the bytes its tensors are read at.
   bool verify = true;
-  // Empty: everything. Otherwise dotted paths into nested dicts
-  // (`model.fc.weight`, `optim.state.0`; a list item by its index), each of
+  // Empty: everything. Otherwise key paths, as errors print them: the dict
+  // keys and list indices on the way to an entry, joined by dots
+  // (`model.fc.weight`, `optim.state.0`, `optim.param_groups.0.lr`), each of
   // which must name an entry: the result holds those entries only, in the
   // file's nesting and order, and only their records are read.
   std::vector<std::string> keys;

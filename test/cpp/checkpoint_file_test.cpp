@@ -226,7 +226,7 @@ TEST_F(CheckpointFileTest, AValueACheckpointCannotHoldIsRefusedNamingItsKeyAndNo
     torch_ext::write_checkpoint_file(file("bad.pt"), state);
     FAIL() << "expected a TypeError";
   } catch (const c10::TypeError& e) {
-    EXPECT_NE(std::string(e.what()).find("state_dict entry 'layers[1].0' is a ComplexDouble"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("state_dict entry 'layers.1.0' is a ComplexDouble"), std::string::npos)
         << e.what();
   }
   EXPECT_TRUE(fs::is_empty(root_));
@@ -267,6 +267,94 @@ TEST_F(CheckpointFileTest, PartialReadOfMissingKeysNamesThemAll) {
   }
 }
 
+// The key path between the quotes after `entry '` in an error message.
+std::string entry_path(const std::string& message) {
+  const std::string start = "entry '";
+  const size_t begin = message.find(start);
+  if (begin == std::string::npos) {
+    return "<no entry in: " + message + ">";
+  }
+  const size_t end = message.find('\'', begin + start.size());
+  return message.substr(begin + start.size(), end - begin - start.size());
+}
+
+// {"model": {"layers": [1, {0: x}]}, "optim": {"state": {"0.weight": {"exp_avg": y}}}}: a
+// list index, an int key and a key that holds a dot on the way.
+GenericDict nested_state(const c10::IValue& x, const c10::IValue& y) {
+  GenericDict item = any_dict();
+  item.insert(int64_t{0}, x);
+  GenericList layers(c10::AnyType::get());
+  layers.push_back(int64_t{1});
+  layers.push_back(item);
+  GenericDict model = any_dict();
+  model.insert("layers", layers);
+  GenericDict exp_avg = any_dict();
+  exp_avg.insert("exp_avg", y);
+  GenericDict per_param = any_dict();
+  per_param.insert("0.weight", exp_avg);
+  GenericDict optim = any_dict();
+  optim.insert("state", per_param);
+  GenericDict state = any_dict();
+  state.insert("model", model);
+  state.insert("optim", optim);
+  return state;
+}
+
+TEST_F(CheckpointFileTest, TheKeyPathThatAnErrorNamesSelectsThatEntry) {
+  const c10::IValue bad(c10::complex<double>(1, 2));
+  const at::Tensor x = torch::randn({3});
+  const at::Tensor y = torch::randn({2});
+  torch_ext::write_checkpoint_file(file("ckpt.pt"), nested_state(x, y));
+  for (const bool bad_x : {true, false}) {
+    std::string path;
+    try {
+      torch_ext::write_checkpoint_file(file("bad.pt"), bad_x ? nested_state(bad, y) : nested_state(x, bad));
+      FAIL() << "expected a TypeError";
+    } catch (const c10::TypeError& e) {
+      path = entry_path(e.what());
+    }
+    EXPECT_EQ(path, bad_x ? "model.layers.1.0" : "optim.state.0.weight.exp_avg");
+    const auto selected = torch_ext::read_checkpoint_file(file("ckpt.pt"), {true, {path}}).toGenericDict();
+    ASSERT_EQ(selected.size(), 1u);
+    if (bad_x) {
+      const auto layers = selected.at("model").toGenericDict().at("layers").toListRef();
+      ASSERT_EQ(layers.size(), 1u); // item 1 only
+      EXPECT_TRUE(layers[0].toGenericDict().at(int64_t{0}).toTensor().equal(x));
+    } else {
+      const auto state = selected.at("optim").toGenericDict().at("state").toGenericDict();
+      EXPECT_TRUE(state.at("0.weight").toGenericDict().at("exp_avg").toTensor().equal(y));
+    }
+  }
+}
+
+TEST_F(CheckpointFileTest, TheKeyPathThatACorruptionErrorNamesLoadsThatEntryUnverified) {
+  torch_ext::write_checkpoint_file(file("ckpt.pt"), nested_state(torch::zeros({64}), torch::zeros({64})));
+  {
+    // data/0 is the first tensor written, model.layers.1.0's; its zeros end
+    // where data/1's local header starts.
+    std::fstream f(file("ckpt.pt"), std::ios::in | std::ios::out | std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(f)), {});
+    const size_t next = bytes.find("ckpt/data/1");
+    ASSERT_NE(next, std::string::npos);
+    const size_t target = next - 30 - 16 - 128; // inside data/0's zeros
+    ASSERT_EQ(bytes[target], 0);
+    f.seekp(static_cast<std::streamoff>(target));
+    f.put(1);
+  }
+  std::string path;
+  try {
+    torch_ext::read_checkpoint_file(file("ckpt.pt"));
+    FAIL() << "expected a CRC32 error";
+  } catch (const c10::Error& e) {
+    path = entry_path(e.what());
+  }
+  EXPECT_EQ(path, "model.layers.1.0");
+  const auto selected = torch_ext::read_checkpoint_file(file("ckpt.pt"), {false, {path}}).toGenericDict();
+  const auto layers = selected.at("model").toGenericDict().at("layers").toListRef();
+  ASSERT_EQ(layers.size(), 1u);
+  EXPECT_FALSE(layers[0].toGenericDict().at(int64_t{0}).toTensor().equal(torch::zeros({64}))); // the damage
+}
+
 TEST_F(CheckpointFileTest, AFlippedBitInATensorRecordFailsNamingTheFileTheRecordAndTheKey) {
   GenericDict state = any_dict();
   state.insert("first", torch::zeros({64}));
@@ -292,7 +380,7 @@ TEST_F(CheckpointFileTest, AFlippedBitInATensorRecordFailsNamingTheFileTheRecord
   } catch (const c10::Error& e) {
     const std::string message = e.what();
     EXPECT_NE(message.find("'" + file("ckpt.pt") + "'"), std::string::npos) << message;
-    EXPECT_NE(message.find("record 'ckpt/data/1' (entry 'second') fails its CRC32 check"), std::string::npos)
+    EXPECT_NE(message.find("record 'ckpt/data/1' (state_dict entry 'second') fails its CRC32 check"), std::string::npos)
         << message;
   }
   const auto unverified = torch_ext::read_checkpoint_file(file("ckpt.pt"), {false, {}});

@@ -134,21 +134,44 @@ TEST(SelectKeysTest, ContainersKeepTheirKindOrderAndMarks) {
   EXPECT_EQ(keys_of(selected({"step", "model"})), (std::vector<std::string>{"model", "step"}));
 }
 
-TEST(SelectKeysTest, KeysThatNameNothingAreAllNamedWithTheFile) {
-  EXPECT_EQ(
-      error_of({"model.fc.bias", "model.nothing", "nowhere"}),
-      "the checkpoint file 'ckpt.pt' has no entry 'model.nothing', 'nowhere'");
-  // Below a value that is no container, past the end of a list or tuple, or
-  // a prefix of a key.
-  EXPECT_EQ(error_of({"step.0"}), "the checkpoint file 'ckpt.pt' has no entry 'step.0'");
-  EXPECT_EQ(error_of({"optim.param_groups.1"}), "the checkpoint file 'ckpt.pt' has no entry 'optim.param_groups.1'");
-  EXPECT_EQ(error_of({"pair.-1"}), "the checkpoint file 'ckpt.pt' has no entry 'pair.-1'");
-  EXPECT_EQ(error_of({"model.fc"}), "the checkpoint file 'ckpt.pt' has no entry 'model.fc'");
-  EXPECT_EQ(error_of({"opt"}), "the checkpoint file 'ckpt.pt' has no entry 'opt'");
+// The error for keys that name nothing: the file, the keys, and what a key
+// path is.
+std::string no_entry(const std::string& keys) {
+  return "the checkpoint file 'ckpt.pt' has no entry " + keys +
+      "; keys are paths as errors print them: the dict keys and list indices on the way to the entry, joined by "
+      "dots (`model.fc.weight`, `optim.param_groups.0.lr`)";
 }
 
-TEST(SelectKeysTest, AnEmptyKeyIsRefused) {
-  EXPECT_EQ(error_of({"step", ""}), "keys must be dotted paths to entries, got ''");
+TEST(SelectKeysTest, KeysThatNameNothingAreAllNamedWithTheFile) {
+  EXPECT_EQ(error_of({"model.fc.bias", "model.nothing", "nowhere"}), no_entry("'model.nothing', 'nowhere'"));
+  // Below a value that is no container, past the end of a list or tuple, or
+  // a prefix of a key.
+  EXPECT_EQ(error_of({"step.0"}), no_entry("'step.0'"));
+  EXPECT_EQ(error_of({"optim.param_groups.1"}), no_entry("'optim.param_groups.1'"));
+  EXPECT_EQ(error_of({"pair.-1"}), no_entry("'pair.-1'"));
+  EXPECT_EQ(error_of({"model.fc"}), no_entry("'model.fc'"));
+  EXPECT_EQ(error_of({"opt"}), no_entry("'opt'"));
+  // Another syntax than the errors' names nothing.
+  EXPECT_EQ(error_of({"optim[\"param_groups\"][0]"}), no_entry("'optim[\"param_groups\"][0]'"));
+}
+
+TEST(SelectKeysTest, AKeyAndAKeyBelowItBothNameSomething) {
+  const GenericDict optim = selected({"optim", "optim.param_groups.0.lr"}).at("optim").toGenericDict();
+  EXPECT_EQ(keys_of(optim), (std::vector<std::string>{"state", "param_groups"})); // all of it
+}
+
+// '' is the path of the entry keyed '', as KeyPath prints it.
+TEST(SelectKeysTest, AnEmptyKeyNamesTheEntryKeyedEmpty) {
+  EXPECT_EQ(error_of({"step", ""}), no_entry("''"));
+  GenericDict inner = str_dict();
+  inner.insert("x", int64_t{1});
+  GenericDict state = str_dict();
+  state.insert("", inner);
+  state.insert("y", int64_t{2});
+  const GenericDict result = select_keys(state, {".x"}, "ckpt.pt").toGenericDict();
+  EXPECT_EQ(keys_of(result), std::vector<std::string>{""});
+  EXPECT_EQ(result.at("").toGenericDict().at("x").toInt(), 1);
+  EXPECT_EQ(keys_of(select_keys(state, {""}, "ckpt.pt").toGenericDict()), std::vector<std::string>{""});
 }
 
 } // namespace

@@ -410,19 +410,19 @@ TEST_F(StateDictTest, MalformedOptimizerStateDictsAreRejectedByName) {
   using Edit = std::function<void(GenericDict&, GenericDict&, GenericDict&)>; // (top, group, scale state)
   const std::vector<std::pair<Edit, std::string>> cases = {
       {[](auto&, auto& group, auto&) { EXPECT_EQ(group.erase("lr"), 1u); },
-       "optim_state_dict[\"param_groups\"][0] has no entry \"lr\""},
+       "optim_state_dict has no entry 'param_groups.0.lr'"},
       {[](auto&, auto& group, auto&) { group.insert_or_assign("lr", "fast"); },
-       "optim_state_dict[\"param_groups\"][0][\"lr\"] is a str, expected a float or an int"},
+       "optim_state_dict entry 'param_groups.0.lr' is a str, expected a float or an int"},
       {[](auto&, auto& group, auto&) { group.insert_or_assign("betas", 0.9); },
-       "[\"betas\"] is a float, expected a tuple of two floats"},
+       "'param_groups.0.betas' is a float, expected a tuple of two floats"},
       {[](auto&, auto& group, auto&) { group.insert_or_assign("maximize", true); },
-       "[\"maximize\"] is True, but libtorch's Adam supports only False"},
+       "'param_groups.0.maximize' is True, but libtorch's Adam supports only False"},
       {[](auto&, auto& group, auto&) { group.insert_or_assign("decoupled_weight_decay", true); },
        "load it into a torch::optim::AdamW"},
       {[](auto&, auto& group, auto&) { group.insert_or_assign("foreach", 1); },
-       "[\"foreach\"] is a Int, expected None or a bool"},
+       "'param_groups.0.foreach' is a Int, expected None or a bool"},
       {[](auto&, auto& group, auto&) { group.insert("momentum", 0.9); },
-       "has an entry \"momentum\" that libtorch's Adam does not have"},
+       "optim_state_dict has an entry 'param_groups.0.momentum' that libtorch's Adam does not have"},
       {[](auto&, auto& group, auto&) {
          group.insert_or_assign("params", c10::List<std::string>({"scale", "nope"}));
        },
@@ -432,21 +432,21 @@ TEST_F(StateDictTest, MalformedOptimizerStateDictsAreRejectedByName) {
       {[](auto& top, auto&, auto&) {
          top.at("state").toGenericDict().insert("nope.weight", top.at("state").toGenericDict().at("scale"));
        },
-       "optim_state_dict[\"state\"][\"nope.weight\"]: 'nope.weight' is not a parameter of the optimizer"},
+       "optim_state_dict entry 'state.nope.weight': 'nope.weight' is not a parameter of the optimizer"},
       {[](auto&, auto&, auto& scale) { scale.insert_or_assign("exp_avg", torch::zeros({3})); },
-       "optim_state_dict[\"state\"][\"scale\"][\"exp_avg\"] has shape [3], expected the parameter's shape [2]"},
+       "optim_state_dict entry 'state.scale.exp_avg' has shape [3], expected the parameter's shape [2]"},
       {[](auto&, auto&, auto& scale) { scale.insert_or_assign("exp_avg_sq", torch::zeros({2}, torch::kLong)); },
-       "[\"exp_avg_sq\"] has dtype Long, expected a floating point dtype"},
+       "'state.scale.exp_avg_sq' has dtype Long, expected a floating point dtype"},
       {[](auto&, auto&, auto& scale) { scale.insert_or_assign("step", torch::tensor(1.5)); },
-       "[\"scale\"][\"step\"] is 1.5, expected a whole number of steps"},
+       "'state.scale.step' is 1.5, expected a whole number of steps"},
       {[](auto&, auto&, auto& scale) { EXPECT_EQ(scale.erase("exp_avg_sq"), 1u); },
-       "optim_state_dict[\"state\"][\"scale\"] has no entry \"exp_avg_sq\""},
+       "optim_state_dict has no entry 'state.scale.exp_avg_sq'"},
       {[](auto&, auto&, auto& scale) { scale.insert("momentum_buffer", torch::zeros({2})); },
-       "has an entry \"momentum_buffer\" that libtorch's Adam state does not have"},
+       "optim_state_dict has an entry 'state.scale.momentum_buffer' that libtorch's Adam state does not have"},
       {[](auto& top, auto&, auto&) { top.insert("extra", 1); },
-       "optim_state_dict has an entry \"extra\" that an optimizer state dict does not have"},
+       "optim_state_dict has an entry 'extra' that an optimizer state dict does not have"},
       {[](auto& top, auto&, auto&) { top.insert_or_assign("state", GenericList(c10::AnyType::get())); },
-       "optim_state_dict[\"state\"] is a GenericList, expected a dict"},
+       "optim_state_dict entry 'state' is a GenericList, expected a dict"},
   };
   for (const auto& [edit, expected] : cases) {
     // A deep copy, so each case edits its own dicts.
@@ -466,6 +466,37 @@ TEST_F(StateDictTest, MalformedOptimizerStateDictsAreRejectedByName) {
   torch_ext::set_optimizer_state_dict(*net, adam, with_scheduler);
 }
 
+// The optimizer's errors name entries as every error does: the path below
+// the optimizer state dict, which under its key in a checkpoint selects it.
+TEST_F(StateDictTest, TheKeyPathAnOptimizerErrorNamesSelectsThatEntryOfACheckpoint) {
+  Net net;
+  optim::Adam adam(net->parameters(), optim::AdamOptions(0.01));
+  train(net, adam, 0, 1);
+  GenericDict optim_state = round_trip(torch_ext::get_optimizer_state_dict(*net, adam)).toGenericDict();
+  GenericDict fc_weight = optim_state.at("state").toGenericDict().at("fc.weight").toGenericDict();
+  fc_weight.insert_or_assign("exp_avg", torch::zeros({5}));
+  const std::string prefix = "optim_state_dict entry '";
+  std::string path;
+  try {
+    torch_ext::set_optimizer_state_dict(*net, adam, optim_state);
+    FAIL() << "a wrong shape was loaded";
+  } catch (const c10::Error& e) {
+    const std::string message = e.what_without_backtrace();
+    const size_t begin = message.find(prefix);
+    ASSERT_NE(begin, std::string::npos) << message;
+    path = message.substr(begin + prefix.size(), message.find('\'', begin + prefix.size()) - begin - prefix.size());
+  }
+  EXPECT_EQ(path, "state.fc.weight.exp_avg");
+  GenericDict checkpoint(c10::StringType::get(), c10::AnyType::get());
+  checkpoint.insert("optim", optim_state);
+  const std::string file = (root_ / "checkpoint.pt").string();
+  torch_ext::write_checkpoint_file(file, checkpoint);
+  const auto selected = torch_ext::read_checkpoint_file(file, {true, {"optim." + path}}).toGenericDict();
+  const auto state = selected.at("optim").toGenericDict().at("state").toGenericDict();
+  ASSERT_EQ(state.size(), 1u);
+  EXPECT_TRUE(state.at("fc.weight").toGenericDict().at("exp_avg").toTensor().equal(torch::zeros({5})));
+}
+
 TEST_F(StateDictTest, AdagradNeedsStateForEveryParameter) {
   Net net;
   optim::Adagrad adagrad(net->parameters());
@@ -473,7 +504,7 @@ TEST_F(StateDictTest, AdagradNeedsStateForEveryParameter) {
   ASSERT_EQ(state_dict.at("state").toGenericDict().erase("fc.bias"), 1u);
   EXPECT_TRUE(throws_with(
       [&] { torch_ext::set_optimizer_state_dict(*net, adagrad, state_dict); },
-      "has no entry for 'fc.bias', but libtorch's Adagrad needs a state for every parameter"));
+      "optim_state_dict has no entry 'state.fc.bias', but libtorch's Adagrad needs a state for every parameter"));
 }
 
 TEST_F(StateDictTest, RngStateRestoresTheSameDraws) {

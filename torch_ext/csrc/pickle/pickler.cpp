@@ -42,7 +42,6 @@ class Pickler {
     const at::Tensor tensor = original.resolve_conj().resolve_neg();
     TORCH_CHECK_TYPE(
         tensor.device().is_cpu(),
-        "state_dict ",
         path_.describe(),
         " is a tensor on ",
         tensor.device(),
@@ -251,7 +250,6 @@ class Pickler {
     }
     TORCH_CHECK_TYPE(
         it->second.dtype == tensor.scalar_type(),
-        "state_dict ",
         path_.describe(),
         " views the storage of entry '",
         it->second.first_path,

@@ -7,13 +7,14 @@
 
 #include <torch_ext/checkpoint_values.h>
 
+#include "key_path.h"
 #include "state_value.h"
 
 namespace torch_ext::detail {
 namespace {
 
 struct Wanted {
-  std::string_view rest; // of the key, below the value at hand; empty: all of it
+  std::string_view rest; // of the key, read from the value at hand
   size_t key; // index into the keys
 };
 
@@ -21,17 +22,8 @@ class Selector {
  public:
   explicit Selector(size_t keys) : matched_(keys, false) {}
 
+  // What of `value` `wanted` names; nullopt for nothing.
   std::optional<c10::IValue> select(const c10::IValue& value, const std::vector<Wanted>& wanted) {
-    bool whole = false;
-    for (const Wanted& w : wanted) {
-      if (w.rest.empty()) {
-        matched_[w.key] = true;
-        whole = true;
-      }
-    }
-    if (whole) {
-      return value;
-    }
     const std::optional<ValueKind> kind = value_kind(value);
     if (!kind) {
       return std::nullopt;
@@ -42,7 +34,7 @@ class Selector {
         const c10::impl::GenericDict dict = value.toGenericDict();
         c10::impl::GenericDict selected(dict.keyType(), dict.valueType());
         for (const auto& entry : dict) {
-          if (auto item = select(entry.value(), below(wanted, key_text(entry.key())))) {
+          if (auto item = select_entry(entry.value(), key_text(entry.key()), wanted)) {
             selected.insert(entry.key(), std::move(*item));
           }
         }
@@ -58,7 +50,7 @@ class Selector {
         c10::impl::GenericList selected(c10::AnyType::get());
         const auto& items = value.toListRef();
         for (size_t i = 0; i < items.size(); ++i) {
-          if (auto item = select(items[i], below(wanted, std::to_string(i)))) {
+          if (auto item = select_entry(items[i], index_text(i), wanted)) {
             selected.push_back(std::move(*item));
           }
         }
@@ -69,7 +61,7 @@ class Selector {
         std::vector<c10::IValue> selected;
         const auto& items = value.toTupleRef().elements();
         for (size_t i = 0; i < items.size(); ++i) {
-          if (auto item = select(items[i], below(wanted, std::to_string(i)))) {
+          if (auto item = select_entry(items[i], index_text(i), wanted)) {
             selected.push_back(std::move(*item));
           }
         }
@@ -92,17 +84,27 @@ class Selector {
   }
 
  private:
-  // What of `wanted` lies in the entry named `name`.
-  static std::vector<Wanted> below(const std::vector<Wanted>& wanted, const std::string& name) {
-    std::vector<Wanted> result;
+  // What of the entry `step` of a container `wanted` names: all of it if a
+  // key ends there. Keys below it are read on even then (`model` and
+  // `model.fc.weight` both name something).
+  std::optional<c10::IValue> select_entry(
+      const c10::IValue& value, const std::string& step, const std::vector<Wanted>& wanted) {
+    bool whole = false;
+    std::vector<Wanted> below;
     for (const Wanted& w : wanted) {
-      if (w.rest == name) {
-        result.push_back({std::string_view(), w.key});
-      } else if (w.rest.size() > name.size() && w.rest.compare(0, name.size(), name) == 0 && w.rest[name.size()] == '.') {
-        result.push_back({w.rest.substr(name.size() + 1), w.key});
+      const PathStep read = read_step(w.rest, step);
+      if (read.kind == PathStep::kEntry) {
+        matched_[w.key] = true;
+        whole = true;
+      } else if (read.kind == PathStep::kBelow) {
+        below.push_back({read.rest, w.key});
       }
     }
-    return result;
+    std::optional<c10::IValue> selected;
+    if (!below.empty()) {
+      selected = select(value, below);
+    }
+    return whole ? std::optional<c10::IValue>(value) : selected;
   }
 
   std::vector<bool> matched_;
@@ -113,7 +115,6 @@ class Selector {
 c10::IValue select_keys(const c10::IValue& state, const std::vector<std::string>& keys, const std::string& file) {
   std::vector<Wanted> wanted;
   for (size_t i = 0; i < keys.size(); ++i) {
-    TORCH_CHECK_VALUE(!keys[i].empty(), "keys must be dotted paths to entries, got ''");
     wanted.push_back({keys[i], i});
   }
   Selector selector(keys.size());
@@ -124,7 +125,14 @@ c10::IValue select_keys(const c10::IValue& state, const std::vector<std::string>
       missing += (missing.empty() ? "'" : ", '") + keys[i] + "'";
     }
   }
-  TORCH_CHECK_VALUE(missing.empty(), "the checkpoint file '", file, "' has no entry ", missing);
+  TORCH_CHECK_VALUE(
+      missing.empty(),
+      "the checkpoint file '",
+      file,
+      "' has no entry ",
+      missing,
+      "; keys are paths as errors print them: the dict keys and list indices on the way to the entry, joined by "
+      "dots (`model.fc.weight`, `optim.param_groups.0.lr`)");
   return std::move(*selected);
 }
 

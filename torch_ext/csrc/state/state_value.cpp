@@ -1,9 +1,6 @@
 #include "state_value.h"
 
 #include <algorithm>
-#include <cmath>
-#include <cstdio>
-#include <cstdlib>
 #include <sstream>
 #include <utility>
 
@@ -15,28 +12,6 @@ namespace {
 constexpr const char* kWhatACheckpointHolds =
     "a checkpoint holds dense tensors, dicts with str, int, float or bool "
     "keys, lists, tuples, torch.Size, None, bool, int, float and str";
-
-// Python's repr of a float: the shortest text that reads back the same.
-std::string float_text(double value) {
-  if (std::isnan(value)) {
-    return "nan";
-  }
-  if (std::isinf(value)) {
-    return value > 0 ? "inf" : "-inf";
-  }
-  char text[32];
-  for (int precision = 1; precision <= 17; ++precision) {
-    std::snprintf(text, sizeof(text), "%.*g", precision, value);
-    if (std::strtod(text, nullptr) == value) {
-      break;
-    }
-  }
-  std::string result(text);
-  if (result.find_first_of(".en") == std::string::npos) {
-    result += ".0";
-  }
-  return result;
-}
 
 std::string describe_unsupported(const c10::IValue& value) {
   if (value.isTensor()) {
@@ -54,50 +29,8 @@ std::string describe_unsupported(const c10::IValue& value) {
 
 } // namespace
 
-std::string key_text(const c10::IValue& key) {
-  if (key.isString()) {
-    return key.toStringRef();
-  }
-  if (key.isBool()) {
-    return key.toBool() ? "True" : "False";
-  }
-  if (key.isInt()) {
-    return std::to_string(key.toInt());
-  }
-  if (key.isDouble()) {
-    return float_text(key.toDouble());
-  }
-  return std::string("<") + key.tagKind() + ">";
-}
-
-void KeyPath::push_key(const c10::IValue& key) {
-  push_key(key_text(key));
-}
-
-void KeyPath::push_key(const std::string& key) {
-  ends_.push_back(text_.size());
-  if (!text_.empty()) {
-    text_ += '.';
-  }
-  text_ += key;
-}
-
-void KeyPath::push_index(size_t index) {
-  ends_.push_back(text_.size());
-  text_ += '[' + std::to_string(index) + ']';
-}
-
-void KeyPath::pop() {
-  text_.resize(ends_.back());
-  ends_.pop_back();
-}
-
-std::string KeyPath::describe() const {
-  return ends_.empty() ? std::string("the state_dict") : "entry '" + text_ + "'";
-}
-
 void throw_unsupported(const KeyPath& path, const std::string& what) {
-  TORCH_CHECK_TYPE(false, "state_dict ", path.describe(), " is ", what, "; ", kWhatACheckpointHolds);
+  TORCH_CHECK_TYPE(false, path.describe(), " is ", what, "; ", kWhatACheckpointHolds);
 }
 
 ValueKind kind_at(const c10::IValue& value, const KeyPath& path) {
@@ -125,7 +58,7 @@ void check_key(const c10::IValue& key, const KeyPath& path) {
 
 void throw_invalid_key(const KeyPath& path, const std::string& key_type) {
   TORCH_CHECK_TYPE(
-      false, "state_dict ", path.describe(), " is a dict with a key of type ", key_type, "; ", kWhatACheckpointHolds);
+      false, path.describe(), " is a dict with a key of type ", key_type, "; ", kWhatACheckpointHolds);
 }
 
 bool is_container(ValueKind kind) {

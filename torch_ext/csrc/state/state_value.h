@@ -1,7 +1,8 @@
 #pragma once
 
 // The one walk over the values a checkpoint holds (value_kind() in
-// <torch_ext/checkpoint_values.h>), with the key path that every error names.
+// <torch_ext/checkpoint_values.h>), with the key path (key_path.h) that
+// every error names.
 // Staging, the pickler, the Python conversion and the loader are visitors of
 // it; IValueBuilder rebuilds a value from the same events. Exported for the
 // Python module, which walks Python objects with the same rules; not a
@@ -16,35 +17,12 @@
 #include <torch_ext/checkpoint_values.h>
 #include <torch_ext/export.h>
 
+#include "key_path.h"
+
 namespace torch_ext::detail {
 
 // Deeper values are refused: every walk recurses once per level.
 constexpr size_t kMaxDepth = 512;
-
-// Where a value sits in a state dict: `model.fc.weight`, `param_groups[0].lr`.
-class TORCH_EXT_API KeyPath {
- public:
-  void push_key(const c10::IValue& key);
-  void push_key(const std::string& key);
-  void push_index(size_t index);
-  void pop();
-  size_t depth() const {
-    return ends_.size();
-  }
-  // `entry 'model.fc.weight'`, or `the state_dict` at the root.
-  std::string describe() const;
-  const std::string& str() const {
-    return text_;
-  }
-
- private:
-  std::vector<size_t> ends_;
-  std::string text_;
-};
-
-// The text of a dict key in a key path: a str as it is, other keys as
-// Python's str() prints them.
-TORCH_EXT_API std::string key_text(const c10::IValue& key);
 
 // A TypeError naming the entry and what a checkpoint can hold.
 [[noreturn]] TORCH_EXT_API void throw_unsupported(const KeyPath& path, const std::string& what);

@@ -37,17 +37,23 @@ at::Tensor step_tensor(int64_t step) {
   return at::scalar_tensor(static_cast<double>(step), at::kFloat);
 }
 
-Entries::Entries(const c10::IValue& value, std::string path)
+Entries::Entries(const c10::IValue& value, KeyPath path)
     : dict_(value.isGenericDict() ? value.toGenericDict() : new_dict()), path_(std::move(path)) {
-  TORCH_CHECK_TYPE(value.isGenericDict(), path_, " is a ", type_name(value), ", expected a dict");
+  TORCH_CHECK_TYPE(value.isGenericDict(), path_.describe(), " is a ", type_name(value), ", expected a dict");
   for (const auto& entry : dict_) {
     TORCH_CHECK_TYPE(
-        entry.key().isString(), path_, " has a key of type ", type_name(entry.key()), ", expected str keys");
+        entry.key().isString(),
+        path_.describe(),
+        " has a key of type ",
+        type_name(entry.key()),
+        ", expected str keys");
   }
 }
 
-std::string Entries::path(const std::string& key) const {
-  return path_ + "[\"" + key + "\"]";
+KeyPath Entries::path(const std::string& key) const {
+  KeyPath path = path_;
+  path.push_key(key);
+  return path;
 }
 
 std::vector<std::string> Entries::keys() const {
@@ -60,7 +66,7 @@ std::vector<std::string> Entries::keys() const {
 
 const c10::IValue& Entries::at(const std::string& key) {
   const auto found = dict_.find(key);
-  TORCH_CHECK(found != dict_.end(), path_, " has no entry \"", key, "\"");
+  TORCH_CHECK(found != dict_.end(), path_.root(), " has no entry '", path(key).str(), "'");
   read_.insert(key);
   return found->value();
 }
@@ -68,13 +74,13 @@ const c10::IValue& Entries::at(const std::string& key) {
 double Entries::number(const std::string& key) {
   const c10::IValue& value = at(key);
   TORCH_CHECK_TYPE(
-      value.isDouble() || value.isInt(), path(key), " is a ", type_name(value), ", expected a float or an int");
+      value.isDouble() || value.isInt(), path(key).describe(), " is a ", type_name(value), ", expected a float or an int");
   return value.isDouble() ? value.toDouble() : static_cast<double>(value.toInt());
 }
 
 bool Entries::flag(const std::string& key) {
   const c10::IValue& value = at(key);
-  TORCH_CHECK_TYPE(value.isBool(), path(key), " is a ", type_name(value), ", expected a bool");
+  TORCH_CHECK_TYPE(value.isBool(), path(key).describe(), " is a ", type_name(value), ", expected a bool");
   return value.toBool();
 }
 
@@ -90,7 +96,7 @@ std::tuple<double, double> Entries::pair(const std::string& key) {
       items.size() == 2 && (items[0].isDouble() || items[0].isInt()) && (items[1].isDouble() || items[1].isInt());
   if (!numbers) {
     const std::string got = value.isTuple() || value.isList() ? c10::str(value) : "a " + type_name(value);
-    TORCH_CHECK_TYPE(false, path(key), " is ", got, ", expected a tuple of two floats");
+    TORCH_CHECK_TYPE(false, path(key).describe(), " is ", got, ", expected a tuple of two floats");
   }
   return {items[0].toScalar().toDouble(), items[1].toScalar().toDouble()};
 }
@@ -103,11 +109,11 @@ int64_t Entries::step(const std::string& key) {
   } else if (value.isDouble() || value.isInt()) {
     step = value.toScalar().toDouble();
   } else {
-    TORCH_CHECK_TYPE(false, path(key), " is a ", type_name(value), ", expected a 0-dim tensor (or a number)");
+    TORCH_CHECK_TYPE(false, path(key).describe(), " is a ", type_name(value), ", expected a 0-dim tensor (or a number)");
   }
   TORCH_CHECK(
       step >= 0 && step == std::floor(step) && step < 9.0e18,
-      path(key),
+      path(key).describe(),
       " is ",
       step,
       ", expected a whole number of steps");
@@ -121,17 +127,17 @@ bool Entries::has_tensor(const std::string& key) const {
 
 at::Tensor Entries::tensor(const std::string& key, const at::Tensor& param) {
   const c10::IValue& value = at(key);
-  TORCH_CHECK_TYPE(value.isTensor(), path(key), " is a ", type_name(value), ", expected a tensor");
+  TORCH_CHECK_TYPE(value.isTensor(), path(key).describe(), " is a ", type_name(value), ", expected a tensor");
   const at::Tensor& tensor = value.toTensor();
   TORCH_CHECK(
       tensor.sizes() == param.sizes(),
-      path(key),
+      path(key).describe(),
       " has shape ",
       tensor.sizes(),
       ", expected the parameter's shape ",
       param.sizes());
   TORCH_CHECK_TYPE(
-      tensor.is_floating_point(), path(key), " has dtype ", tensor.scalar_type(), ", expected a floating point dtype");
+      tensor.is_floating_point(), path(key).describe(), " has dtype ", tensor.scalar_type(), ", expected a floating point dtype");
   return tensor.to(param.device(), param.scalar_type(), /*non_blocking=*/false, /*copy=*/true);
 }
 
@@ -142,7 +148,7 @@ void Entries::python_only(const std::string& key, bool supported, const char* op
   const c10::IValue& value = at(key);
   TORCH_CHECK(
       value.isBool() && value.toBool() == supported,
-      path(key),
+      path(key).describe(),
       " is ",
       value,
       ", but libtorch's ",
@@ -158,7 +164,7 @@ void Entries::kernel_choice(const std::string& key) {
   }
   const c10::IValue& value = at(key);
   TORCH_CHECK_TYPE(
-      value.isNone() || value.isBool(), path(key), " is a ", type_name(value), ", expected None or a bool");
+      value.isNone() || value.isBool(), path(key).describe(), " is a ", type_name(value), ", expected None or a bool");
 }
 
 void Entries::ignore(const std::string& key) {
@@ -168,7 +174,8 @@ void Entries::ignore(const std::string& key) {
 void Entries::check_all_read(const std::string& reader) const {
   for (const auto& entry : dict_) {
     const std::string& key = entry.key().toStringRef();
-    TORCH_CHECK(read_.count(key) != 0, path_, " has an entry \"", key, "\" that ", reader, " does not have");
+    TORCH_CHECK(
+        read_.count(key) != 0, path_.root(), " has an entry '", path(key).str(), "' that ", reader, " does not have");
   }
 }
 

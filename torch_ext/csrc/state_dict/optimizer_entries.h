@@ -9,6 +9,8 @@
 #include <unordered_set>
 #include <vector>
 
+#include "torch_ext/csrc/state/key_path.h"
+
 namespace torch_ext::detail {
 
 using Dict = c10::impl::GenericDict;
@@ -27,16 +29,16 @@ c10::IValue zero_as_int(double value);
 at::Tensor step_tensor(int64_t step);
 
 // One dict of a loaded optimizer state dict: reads its entries by name,
-// checking each one's type, and names the entry (by its path from the top,
-// `optim_state_dict["param_groups"][0]["betas"]`) in every error.
+// checking each one's type, and names the entry by its key path from the
+// top in every error (`optim_state_dict entry 'param_groups.0.betas'`).
 class Entries {
  public:
-  Entries(const c10::IValue& value, std::string path);
+  Entries(const c10::IValue& value, KeyPath path);
 
-  const std::string& path() const {
+  const KeyPath& path() const {
     return path_;
   }
-  std::string path(const std::string& key) const;
+  KeyPath path(const std::string& key) const;
   std::vector<std::string> keys() const;
 
   // The entry `key`; an error if it is missing.
@@ -67,7 +69,7 @@ class Entries {
 
  private:
   Dict dict_;
-  std::string path_;
+  KeyPath path_;
   std::unordered_set<std::string> read_;
 };
 

@@ -21,6 +21,7 @@ namespace {
 
 using detail::Dict;
 using detail::Entries;
+using detail::KeyPath;
 using detail::OptimizerStateSchema;
 
 // The model's name for each parameter of `optimizer`, group by group.
@@ -92,17 +93,17 @@ void set_state_dict(const torch::nn::Module& model, Optimizer& optimizer, const 
       params.emplace(names[g][i], std::make_pair(g, optimizer.param_groups()[g].params()[i]));
     }
   }
-  Entries entries(state_dict, "optim_state_dict");
+  Entries entries(state_dict, KeyPath("optim_state_dict"));
 
   // Each group of the optimizer takes the loaded group that names its
   // parameters, as DCP matches them.
   const c10::IValue& loaded_groups = entries.at("param_groups");
   TORCH_CHECK_TYPE(
-      loaded_groups.isList(), entries.path("param_groups"), " is a ", loaded_groups.tagKind(), ", expected a list");
+      loaded_groups.isList(), entries.path("param_groups").describe(), " is a ", loaded_groups.tagKind(), ", expected a list");
   const auto loaded = loaded_groups.toListRef();
   TORCH_CHECK(
       loaded.size() == names.size(),
-      entries.path("param_groups"),
+      entries.path("param_groups").describe(),
       " holds ",
       loaded.size(),
       " param groups, but the optimizer has ",
@@ -111,9 +112,11 @@ void set_state_dict(const torch::nn::Module& model, Optimizer& optimizer, const 
   std::vector<std::vector<std::string>> loaded_names(loaded.size());
   std::unordered_map<std::string, size_t> loaded_group_of;
   for (size_t j = 0; j < loaded.size(); ++j) {
-    groups.emplace_back(loaded[j], entries.path("param_groups") + "[" + std::to_string(j) + "]");
+    KeyPath group_path = entries.path("param_groups");
+    group_path.push_index(j);
+    groups.emplace_back(loaded[j], std::move(group_path));
     const c10::IValue& list = groups.back().at("params");
-    const std::string path = groups.back().path("params");
+    const std::string path = groups.back().path("params").describe();
     TORCH_CHECK_TYPE(list.isList(), path, " is a ", list.tagKind(), ", expected a list of parameter names");
     for (const auto& name : list.toListRef()) {
       TORCH_CHECK_TYPE(name.isString(), path, " holds a ", name.tagKind(), ", expected parameter names (str)");
@@ -136,7 +139,7 @@ void set_state_dict(const torch::nn::Module& model, Optimizer& optimizer, const 
       const auto found = loaded_group_of.find(names[g].front());
       TORCH_CHECK(
           found != loaded_group_of.end(),
-          entries.path("param_groups"),
+          entries.path("param_groups").describe(),
           " names no '",
           names[g].front(),
           "', a parameter of the optimizer's param group ",
@@ -150,7 +153,7 @@ void set_state_dict(const torch::nn::Module& model, Optimizer& optimizer, const 
         " holds ",
         sorted_list(names[g]),
         ", but ",
-        groups[j].path("params"),
+        groups[j].path("params").describe(),
         " holds ",
         sorted_list(loaded_names[j]));
     options.push_back(L::options(groups[j]));
@@ -164,7 +167,8 @@ void set_state_dict(const torch::nn::Module& model, Optimizer& optimizer, const 
   const std::unordered_set<std::string> with_state(keys.begin(), keys.end());
   for (const auto& name : keys) {
     const auto found = params.find(name);
-    TORCH_CHECK(found != params.end(), state.path(name), ": '", name, "' is not a parameter of the optimizer");
+    TORCH_CHECK(
+        found != params.end(), state.path(name).describe(), ": '", name, "' is not a parameter of the optimizer");
     const auto& [group, param] = found->second;
     Entries param_entries(state.at(name), state.path(name));
     auto param_state = L::state(param_entries, options[group], param);
@@ -178,9 +182,9 @@ void set_state_dict(const torch::nn::Module& model, Optimizer& optimizer, const 
       for (const auto& name : group) {
         TORCH_CHECK(
             with_state.count(name) != 0,
-            state.path(),
-            " has no entry for '",
-            name,
+            state.path().root(),
+            " has no entry '",
+            state.path(name).str(),
             "', but ",
             reader,
             " needs a state for every parameter");
