@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from torch_ext import _C
-from torch_ext.checkpointer import _keys
+from torch_ext.serialization import _keys
 
 __all__ = ["CheckpointManager"]
 
