@@ -187,6 +187,14 @@ def test_the_key_path_an_error_names_selects_that_entry(tmp_path, bad_x):
         assert torch.equal(selected["optim"]["state"]["0.weight"]["exp_avg"], y)
 
 
+def test_keys_must_be_a_sequence_of_key_paths(tmp_path):
+    torch_ext.save({"model": {"w": torch.ones(1)}}, tmp_path / "ckpt.pt")
+    with pytest.raises(TypeError, match="keys must be a sequence of key paths"):
+        torch_ext.load(tmp_path / "ckpt.pt", keys="model.w")
+    with pytest.raises(TypeError, match=r"keys must be key paths \(str\), got a int"):
+        torch_ext.load(tmp_path / "ckpt.pt", keys=["model", 0])
+
+
 def test_loaded_tensors_are_copy_on_write_views_of_the_file(tmp_path):
     path = tmp_path / "ckpt.pt"
     torch_ext.save({"x": torch.zeros(1 << 16)}, path)

@@ -87,8 +87,10 @@ def test_options_reach_the_cpp_manager_and_default_to_its_defaults(tmp_path):
         torch_ext.CheckpointManager(tmp_path, max_to_keep=0)
     with pytest.raises(ValueError, match="expected a c10d store for world_size 2"):
         torch_ext.CheckpointManager(tmp_path, rank=0, world_size=2)
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_option'"):
         torch_ext.CheckpointManager(tmp_path, no_such_option=1)
+    with pytest.raises(TypeError, match="expected staging_threads to be of type int, got str"):
+        torch_ext.CheckpointManager(tmp_path, staging_threads="2")
 
 
 def test_the_save_options_shared_with_the_checkpointer_reach_the_cpp_manager(tmp_path):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from torch_ext import _C
-from torch_ext.serialization import _keys
 
 __all__ = ["CheckpointManager"]
 
@@ -73,15 +72,13 @@ class CheckpointManager:
         """The newest committed step, or None."""
         return self._impl.latest_step()
 
-    def load(
-        self, step: int | None = None, *, verify: bool = True, keys: Sequence[str] | None = None
-    ) -> dict[str, Any]:
+    def load(self, step: int | None = None, **options: Any) -> dict[str, Any]:
         """This rank's state dict of the committed ``step`` (default: the latest).
 
-        Read as :func:`torch_ext.load` reads a file: ``verify`` checks CRC32s,
-        ``keys`` selects entries by dotted path.
+        Read as :func:`torch_ext.load` reads a file, with its options:
+        ``verify`` checks CRC32s, ``keys`` selects entries by key path.
         """
-        return self._impl.load(step, verify, _keys(keys))
+        return self._impl.load(step, **options)
 
     def step_path(self, step: int) -> str:
         """``<root>/step_<step>``."""

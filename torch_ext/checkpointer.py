@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
 from torch_ext import _C
-from torch_ext.serialization import _keys
 
 __all__ = ["AsyncCheckpointer"]
 
@@ -21,6 +20,13 @@ class AsyncCheckpointer:
     ``<path>/checkpoint_<rank>.pt`` in ``torch.save``'s format, which
     upstream's ``CheckpointReader`` and ``torch.load`` read. Staging and
     writing run on C++ threads, without the GIL.
+
+    Arguments (their defaults and bounds are C++'s, in
+    ``<torch_ext/save_options.h>``, which the TorchScript class declares):
+    ``rank`` and ``world_size`` (default 0 of 1), ``barrier_host``,
+    ``barrier_port`` and ``barrier_timeout_secs``, then, as keywords only,
+    the save options it shares with ``CheckpointManager``:
+    ``staging_threads``, ``max_staging_bytes`` and ``writer_nice``.
 
     ``max_staging_bytes`` bounds the memory a save stages into (at least
     1 MiB; 0, the default, for no bound: the whole state dict is copied and
@@ -46,12 +52,9 @@ class AsyncCheckpointer:
         >>> state_dict = checkpointer.load("ckpt/step_1")
     """
 
-    def __init__(self, rank: int = 0, world_size: int = 1, **options: Any) -> None:
-        # Options and their defaults are C++'s AsyncCheckpointerOptions, which
-        # the TorchScript class declares: staging_threads, max_staging_bytes,
-        # writer_nice, and barrier_host, barrier_port and barrier_timeout_secs
-        # for the TCPStore barrier.
-        self._impl = torch.classes.torch_ext.AsyncCheckpointer(rank, world_size, **options)
+    def __init__(self, *args: Any, **options: Any) -> None:
+        # The TorchScript class declares the arguments, with C++'s defaults.
+        self._impl = torch.classes.torch_ext.AsyncCheckpointer(*args, **options)
 
     def save(
         self, path: str | os.PathLike, state_dict: dict[str, Any]
@@ -66,11 +69,12 @@ class AsyncCheckpointer:
         """
         return _C._save(self._impl, os.fspath(path), state_dict)
 
-    def load(
-        self, path: str | os.PathLike, *, verify: bool = True, keys: Sequence[str] | None = None
-    ) -> dict[str, Any]:
-        """Read ``<path>/checkpoint_<rank>.pt`` (ours or upstream's): :func:`torch_ext.load`."""
-        return _C._load(self._impl, os.fspath(path), verify, _keys(keys))
+    def load(self, path: str | os.PathLike, **options: Any) -> dict[str, Any]:
+        """Read ``<path>/checkpoint_<rank>.pt`` (ours or upstream's) as :func:`torch_ext.load` reads a file.
+
+        Takes its options, ``verify`` and ``keys``.
+        """
+        return _C._load(self._impl, os.fspath(path), **options)
 
     def close(self) -> None:
         """Wait for the pending save, then stop the threads."""

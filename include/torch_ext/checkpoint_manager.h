@@ -19,17 +19,15 @@
 
 namespace torch_ext {
 
-// The one statement of the manager's options, their defaults (here and in
-// SaveOptions) and bounds (checked by CheckpointManager's constructor);
-// Python takes its defaults from here.
-struct CheckpointManagerOptions : SaveOptions {
+// The one statement of the manager's options and their defaults (here, in
+// SaveOptions and in RankOptions), whose bounds CheckpointManager's
+// constructor checks; Python takes its defaults from here.
+struct CheckpointManagerOptions : SaveOptions, RankOptions {
   // How many committed steps retention keeps, the newest ones, >= 1.
   // Unset: every step is kept.
   std::optional<int64_t> max_to_keep;
   // Steps that are multiples of it are never deleted, >= 1. Unset: none.
   std::optional<int64_t> keep_every_n_steps;
-  int64_t rank = 0;
-  int64_t world_size = 1;
   // The job's c10d store (the process group's), through which the ranks
   // exchange their write status and rank 0 its commit decision. Required
   // when world_size > 1. The manager talks to it through a clone (a second
@@ -38,7 +36,7 @@ struct CheckpointManagerOptions : SaveOptions {
   c10::intrusive_ptr<c10d::Store> store;
   // How long a rank waits for the others at a save's barrier, and at
   // construction for rank 0's clean-up; > 0.
-  std::chrono::milliseconds barrier_timeout{std::chrono::minutes(10)};
+  std::chrono::milliseconds barrier_timeout = kDefaultBarrierTimeout;
 };
 
 // Which steps of a training run exist on disk, as orbax's CheckpointManager

@@ -23,12 +23,11 @@ class TORCH_EXT_API Barrier {
   virtual void execute_barrier() = 0;
 };
 
-// The one statement of the checkpointer's options, their defaults (here and
-// in SaveOptions) and bounds (checked by AsyncCheckpointer's constructor);
-// TorchScript and Python take their defaults from here.
-struct AsyncCheckpointerOptions : SaveOptions {
-  int64_t rank = 0;
-  int64_t world_size = 1;
+// The checkpointer's options: those of every save (SaveOptions), its rank
+// (RankOptions) and its barrier. Their defaults and bounds are stated in
+// <torch_ext/save_options.h>, and checked by AsyncCheckpointer's
+// constructor; TorchScript and Python take them from there.
+struct AsyncCheckpointerOptions : SaveOptions, RankOptions {
   // Without one, write_future completes when this rank's file is written.
   std::shared_ptr<Barrier> barrier;
 };

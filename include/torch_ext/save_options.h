@@ -1,12 +1,17 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+
+#include <torch_ext/export.h>
 
 namespace torch_ext {
 
 // How a save is staged and written, for AsyncCheckpointer and
-// CheckpointManager alike: the one statement of these options and their
-// defaults; their bounds are checked where the save threads start, for both.
+// CheckpointManager alike: the one statement of these options, their
+// defaults (here), their names in Python and TorchScript
+// (visit_save_options) and their bounds (check_save_options). The bindings
+// take all three from here: an option added here needs no change in them.
 struct SaveOptions {
   // Threads that copy the tensors of one save, in [1, 1024].
   int64_t staging_threads = 1;
@@ -27,5 +32,38 @@ struct SaveOptions {
   // runs as fast as without it. 0 shares the CPU evenly with them.
   int64_t writer_nice = 10;
 };
+
+// Calls visit(name, field) for each option of SaveOptions, `field` a
+// pointer to its member: the keyword argument `name` of the Python and
+// TorchScript constructors sets it, and defaults to a default SaveOptions'.
+template <class Visit>
+void visit_save_options(Visit&& visit) {
+  visit("staging_threads", &SaveOptions::staging_threads);
+  visit("max_staging_bytes", &SaveOptions::max_staging_bytes);
+  visit("writer_nice", &SaveOptions::writer_nice);
+}
+
+// Throws a ValueError naming `owner` (AsyncCheckpointer, CheckpointManager)
+// and the option unless every option of `options` is within its bounds.
+TORCH_EXT_API void check_save_options(const SaveOptions& options, const char* owner);
+
+// Which of the job's ranks a process is, for AsyncCheckpointer and
+// CheckpointManager alike: 0 <= rank < world_size (check_rank_options).
+struct RankOptions {
+  int64_t rank = 0;
+  int64_t world_size = 1;
+};
+
+// Throws a ValueError naming `owner` unless 0 <= rank < world_size.
+TORCH_EXT_API void check_rank_options(const RankOptions& options, const char* owner);
+
+// How long a rank waits for the others at a barrier unless told otherwise
+// (CheckpointManagerOptions::barrier_timeout, TorchScript's and Python's
+// barrier_timeout_secs).
+inline constexpr std::chrono::milliseconds kDefaultBarrierTimeout = std::chrono::minutes(10);
+
+// Throws a ValueError naming `owner` unless `timeout` > 0. In seconds, so
+// that the bindings check Python's barrier_timeout_secs before converting it.
+TORCH_EXT_API void check_barrier_timeout(std::chrono::duration<double> timeout, const char* owner);
 
 } // namespace torch_ext

@@ -55,13 +55,8 @@ void AsyncCheckpointer::Impl::finish(const FuturePtr& written, std::exception_pt
 }
 
 AsyncCheckpointer::AsyncCheckpointer(AsyncCheckpointerOptions options) {
-  TORCH_CHECK_VALUE(
-      options.world_size >= 1 && options.rank >= 0 &&
-          options.rank < options.world_size,
-      "AsyncCheckpointer expected 0 <= rank < world_size, got rank ",
-      options.rank,
-      " and world_size ",
-      options.world_size);
+  check_rank_options(options, "AsyncCheckpointer");
+  check_save_options(options, "AsyncCheckpointer");
   impl_ = std::make_unique<Impl>(std::move(options));
 }
 

@@ -3,6 +3,11 @@
 #include "checkpointer_class.h"
 
 #include <chrono>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/library.h>
 
@@ -20,15 +25,7 @@ namespace {
 // a TCPStoreBarrier when a barrier host is given.
 class ScriptCheckpointer : public torch::CustomClassHolder {
  public:
-  ScriptCheckpointer(
-      int64_t rank,
-      int64_t world_size,
-      int64_t staging_threads,
-      std::optional<std::string> barrier_host,
-      int64_t barrier_port,
-      double barrier_timeout_secs,
-      int64_t max_staging_bytes,
-      int64_t writer_nice);
+  explicit ScriptCheckpointer(AsyncCheckpointerOptions options) : checkpointer_(std::move(options)) {}
 
   // load(self, str path, bool verify=True, str[]? keys=None) -> Dict(str, Any)
   c10::Dict<std::string, c10::IValue> load(
@@ -44,64 +41,79 @@ class ScriptCheckpointer : public torch::CustomClassHolder {
   AsyncCheckpointer checkpointer_;
 };
 
+c10::TypePtr script_checkpointer_type() {
+  return c10::getCustomClassType<c10::intrusive_ptr<ScriptCheckpointer>>();
+}
 
-AsyncCheckpointerOptions make_options(
-    int64_t rank,
-    int64_t world_size,
-    int64_t staging_threads,
-    const std::optional<std::string>& barrier_host,
-    int64_t barrier_port,
-    double barrier_timeout_secs,
-    int64_t max_staging_bytes,
-    int64_t writer_nice) {
+template <class T>
+T option_type(T SaveOptions::*);
+
+// __init__(self, int rank=0, int world_size=1, str? barrier_host=None,
+//     int barrier_port=0, float barrier_timeout_secs=600.0, *,
+//     <each save option>=<its default>) -> NoneType
+// Written out, so that the save options come from visit_save_options.
+c10::FunctionSchema make_init_schema() {
+  using c10::Argument;
+  const AsyncCheckpointerOptions defaults;
+  std::vector<Argument> arguments{
+      Argument("self", script_checkpointer_type()),
+      Argument("rank", c10::IntType::get(), std::nullopt, defaults.rank),
+      Argument("world_size", c10::IntType::get(), std::nullopt, defaults.world_size),
+      Argument("barrier_host", c10::OptionalType::create(c10::StringType::get()), std::nullopt, c10::IValue()),
+      Argument("barrier_port", c10::IntType::get(), std::nullopt, int64_t{0}),
+      Argument(
+          "barrier_timeout_secs",
+          c10::FloatType::get(),
+          std::nullopt,
+          std::chrono::duration<double>(kDefaultBarrierTimeout).count()),
+  };
+  visit_save_options([&](const char* name, auto field) {
+    using T = decltype(option_type(field));
+    arguments.emplace_back(name, c10::getTypePtr<T>(), std::nullopt, c10::IValue(defaults.*field), /*kwarg_only=*/true);
+  });
+  return c10::FunctionSchema("__init__", "", std::move(arguments), {Argument("", c10::NoneType::get())});
+}
+
+const c10::FunctionSchema& init_schema() {
+  static const c10::FunctionSchema schema = make_init_schema();
+  return schema;
+}
+
+void init_boxed(torch::jit::Stack& stack) {
+  const c10::FunctionSchema& schema = init_schema();
+  const auto arguments = torch::jit::last(stack, schema.arguments().size());
+  const auto argument = [&](const char* name) -> const c10::IValue& {
+    return arguments[*schema.argumentIndexWithName(name)];
+  };
   AsyncCheckpointerOptions options;
-  options.rank = rank;
-  options.world_size = world_size;
-  options.staging_threads = staging_threads;
-  options.max_staging_bytes = max_staging_bytes;
-  options.writer_nice = writer_nice;
-  if (barrier_host) {
+  options.rank = argument("rank").toInt();
+  options.world_size = argument("world_size").toInt();
+  visit_save_options([&](const char* name, auto field) {
+    options.*field = argument(name).to<decltype(option_type(field))>();
+  });
+  if (const auto host = argument("barrier_host").toOptional<std::string>()) {
+    const int64_t port = argument("barrier_port").toInt();
     TORCH_CHECK_VALUE(
-        barrier_port > 0 && barrier_port < 65536,
-        "AsyncCheckpointer expected a barrier_port in [1, 65535] with a "
-        "barrier_host, got ",
-        barrier_port);
-    TORCH_CHECK_VALUE(
-        barrier_timeout_secs > 0,
-        "AsyncCheckpointer expected barrier_timeout_secs > 0, got ",
-        barrier_timeout_secs);
+        port > 0 && port < 65536,
+        "AsyncCheckpointer expected a barrier_port in [1, 65535] with a barrier_host, got ",
+        port);
+    const std::chrono::duration<double> timeout(argument("barrier_timeout_secs").toDouble());
+    check_barrier_timeout(timeout, "AsyncCheckpointer");
     options.barrier = std::make_shared<TCPStoreBarrier>(
-        rank,
-        world_size,
+        options.rank,
+        options.world_size,
         "torch_ext/checkpoint",
-        *barrier_host,
-        static_cast<uint16_t>(barrier_port),
-        std::chrono::milliseconds(
-            static_cast<int64_t>(barrier_timeout_secs * 1000)));
+        *host,
+        static_cast<uint16_t>(port),
+        std::chrono::ceil<std::chrono::milliseconds>(timeout));
   }
-  return options;
+  auto checkpointer = c10::make_intrusive<ScriptCheckpointer>(std::move(options));
+  argument("self").toObject()->setSlot(0, c10::IValue::make_capsule(std::move(checkpointer)));
+  torch::jit::drop(stack, schema.arguments().size());
+  stack.emplace_back();
 }
 
 } // namespace
-
-ScriptCheckpointer::ScriptCheckpointer(
-    int64_t rank,
-    int64_t world_size,
-    int64_t staging_threads,
-    std::optional<std::string> barrier_host,
-    int64_t barrier_port,
-    double barrier_timeout_secs,
-    int64_t max_staging_bytes,
-    int64_t writer_nice)
-    : checkpointer_(make_options(
-          rank,
-          world_size,
-          staging_threads,
-          barrier_host,
-          barrier_port,
-          barrier_timeout_secs,
-          max_staging_bytes,
-          writer_nice)) {}
 
 c10::Dict<std::string, c10::IValue> ScriptCheckpointer::load(
     const std::string& path,
@@ -157,9 +169,7 @@ c10::FunctionSchema checkpointer_save_schema() {
   return c10::FunctionSchema(
       "save",
       "",
-      {Argument(
-           "self",
-           c10::getCustomClassType<c10::intrusive_ptr<ScriptCheckpointer>>()),
+      {Argument("self", script_checkpointer_type()),
        Argument("path", c10::StringType::get()),
        Argument(
            "state_dict",
@@ -173,24 +183,14 @@ c10::FunctionSchema checkpointer_save_schema() {
 
 TORCH_LIBRARY_FRAGMENT(torch_ext, m) {
   using torch_ext::ops::ScriptCheckpointer;
-  const torch_ext::AsyncCheckpointerOptions defaults;
+  const torch_ext::ReadOptions read_defaults;
   m.class_<ScriptCheckpointer>("AsyncCheckpointer")
-      .def(
-          torch::init<int64_t, int64_t, int64_t, std::optional<std::string>, int64_t, double, int64_t, int64_t>(),
-          "",
-          {torch::arg("rank") = defaults.rank,
-           torch::arg("world_size") = defaults.world_size,
-           torch::arg("staging_threads") = defaults.staging_threads,
-           torch::arg("barrier_host") = std::nullopt,
-           torch::arg("barrier_port") = 0,
-           torch::arg("barrier_timeout_secs") = 600.0,
-           torch::arg("max_staging_bytes") = defaults.max_staging_bytes,
-           torch::arg("writer_nice") = defaults.writer_nice})
+      ._def_unboxed("__init__", torch_ext::ops::init_boxed, torch_ext::ops::init_schema())
       .def(
           "load",
           &ScriptCheckpointer::load,
           "",
-          {torch::arg("path"), torch::arg("verify") = true, torch::arg("keys") = std::nullopt})
+          {torch::arg("path"), torch::arg("verify") = read_defaults.verify, torch::arg("keys") = std::nullopt})
       .def("close", &ScriptCheckpointer::close)
       ._def_unboxed(
           "save", torch_ext::ops::checkpointer_save_boxed, torch_ext::ops::checkpointer_save_schema());

@@ -37,27 +37,6 @@ void lower_this_thread_priority(int nice) {
 #endif
 }
 
-const SaveOptions& checked(const SaveOptions& options, const char* who) {
-  TORCH_CHECK_VALUE(
-      options.staging_threads >= 1 && options.staging_threads <= 1024,
-      who,
-      " expected 1 <= staging_threads <= 1024, got ",
-      options.staging_threads);
-  TORCH_CHECK_VALUE(
-      options.writer_nice >= 0 && options.writer_nice <= 19,
-      who,
-      " expected 0 <= writer_nice <= 19, got ",
-      options.writer_nice);
-  TORCH_CHECK_VALUE(
-      options.max_staging_bytes == 0 || options.max_staging_bytes >= SaveOptions::kMinStagingBytes,
-      who,
-      " expected max_staging_bytes to be 0 (no bound) or at least ",
-      SaveOptions::kMinStagingBytes,
-      " (1 MiB), got ",
-      options.max_staging_bytes);
-  return options;
-}
-
 } // namespace
 
 struct SavePipeline::Save {
@@ -70,7 +49,7 @@ struct SavePipeline::Save {
 };
 
 SavePipeline::SavePipeline(const SaveOptions& options, const char* who)
-    : options_(checked(options, who)), who_(who) {
+    : options_(options), who_(who) {
   writer_.post([nice = options_.writer_nice] { lower_this_thread_priority(static_cast<int>(nice)); });
 }
 

@@ -31,8 +31,8 @@ class SavePipeline {
   // not throw.
   using Finish = std::function<void(std::exception_ptr error, SavePhase failed)>;
 
-  // Checks the options' bounds (SaveOptions), naming `who` in the error;
-  // `who` also names the futures' owner in the log.
+  // `options` are checked by the owner (check_save_options); `who` names it
+  // in the log.
   SavePipeline(const SaveOptions& options, const char* who);
   ~SavePipeline(); // close()
   SavePipeline(const SavePipeline&) = delete;

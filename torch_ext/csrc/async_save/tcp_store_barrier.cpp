@@ -1,5 +1,7 @@
 #include <torch_ext/tcp_store_barrier.h>
 
+#include <torch_ext/save_options.h>
+
 #include <exception>
 
 #include <c10/util/Exception.h>
@@ -24,12 +26,8 @@ TCPStoreBarrier::TCPStoreBarrier(
     const std::string& host,
     uint16_t port,
     std::chrono::milliseconds timeout) {
-  TORCH_CHECK_VALUE(
-      world_size >= 1 && rank >= 0 && rank < world_size,
-      "TCPStoreBarrier expected 0 <= rank < world_size, got rank ",
-      rank,
-      " and world_size ",
-      world_size);
+  check_rank_options({rank, world_size}, "TCPStoreBarrier");
+  check_barrier_timeout(timeout, "TCPStoreBarrier");
   c10d::TCPStoreOptions options;
   options.port = port;
   options.isServer = rank == 0;

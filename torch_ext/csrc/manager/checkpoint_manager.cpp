@@ -50,12 +50,8 @@ std::string join(const std::vector<int64_t>& steps) {
 
 void check_options(const std::string& root, const CheckpointManagerOptions& options) {
   TORCH_CHECK_VALUE(!root.empty(), "CheckpointManager expected a root folder, got ''");
-  TORCH_CHECK_VALUE(
-      options.world_size >= 1 && options.rank >= 0 && options.rank < options.world_size,
-      "CheckpointManager expected 0 <= rank < world_size, got rank ",
-      options.rank,
-      " and world_size ",
-      options.world_size);
+  check_rank_options(options, "CheckpointManager");
+  check_save_options(options, "CheckpointManager");
   TORCH_CHECK_VALUE(
       !options.max_to_keep || *options.max_to_keep >= 1,
       "CheckpointManager expected max_to_keep >= 1 (or unset, to keep every step), got ",
@@ -64,11 +60,7 @@ void check_options(const std::string& root, const CheckpointManagerOptions& opti
       !options.keep_every_n_steps || *options.keep_every_n_steps >= 1,
       "CheckpointManager expected keep_every_n_steps >= 1 (or unset), got ",
       options.keep_every_n_steps.value_or(0));
-  TORCH_CHECK_VALUE(
-      options.barrier_timeout.count() > 0,
-      "CheckpointManager expected a barrier_timeout > 0, got ",
-      options.barrier_timeout.count(),
-      " ms");
+  check_barrier_timeout(options.barrier_timeout, "CheckpointManager");
 }
 
 } // namespace

@@ -4,7 +4,8 @@
 #include <torch/csrc/jit/python/pybind_utils.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include <cmath>
+#include <algorithm>
+#include <chrono>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -12,15 +13,17 @@
 #include <string>
 #include <vector>
 
+#include <c10/util/StringUtil.h>
+
 #include <torch_ext/checkpoint_manager.h>
 
+#include "python_read_options.h"
 #include "python_state.h"
 
 namespace torch_ext::python {
 namespace {
 
 namespace py = pybind11;
-using Keys = std::optional<std::vector<std::string>>;
 
 // The manager's destructor waits for its threads, whose future callbacks
 // may need the GIL: it runs without it.
@@ -50,6 +53,38 @@ c10::intrusive_ptr<c10d::Store> store_of(const py::handle& store) {
   }
 }
 
+template <class T>
+T option_type(T SaveOptions::*);
+
+// Sets the save options that Python passes as keywords, which
+// visit_save_options names; any other keyword is an error.
+void set_save_options(SaveOptions& options, const py::kwargs& kwargs) {
+  std::vector<std::string> names;
+  visit_save_options([&](const char* name, auto field) {
+    using T = decltype(option_type(field));
+    names.emplace_back(name);
+    if (!kwargs.contains(name)) {
+      return;
+    }
+    const py::handle value = kwargs[name];
+    try {
+      options.*field = value.cast<T>();
+    } catch (const py::cast_error&) {
+      throw py::type_error(
+          std::string("CheckpointManager expected ") + name + " to be of type " + c10::getTypePtr<T>()->repr_str() +
+          ", got " + py::str(py::type::handle_of(value).attr("__name__")).cast<std::string>());
+    }
+  });
+  for (const auto& item : kwargs) {
+    const std::string name = py::str(item.first);
+    if (std::find(names.begin(), names.end(), name) == names.end()) {
+      throw py::type_error(
+          "CheckpointManager got an unexpected keyword argument '" + name + "' (its save options: " +
+          c10::Join(", ", names) + ")");
+    }
+  }
+}
+
 Holder make_manager(
     const std::string& root,
     std::optional<int64_t> max_to_keep,
@@ -58,20 +93,17 @@ Holder make_manager(
     int64_t world_size,
     const py::object& store,
     double barrier_timeout_secs,
-    int64_t staging_threads,
-    int64_t max_staging_bytes,
-    int64_t writer_nice) {
+    const py::kwargs& save_options) {
   CheckpointManagerOptions options;
   options.max_to_keep = max_to_keep;
   options.keep_every_n_steps = keep_every_n_steps;
   options.rank = rank;
   options.world_size = world_size;
   options.store = store_of(store);
-  options.barrier_timeout =
-      std::chrono::milliseconds(static_cast<int64_t>(std::llround(barrier_timeout_secs * 1000)));
-  options.staging_threads = staging_threads;
-  options.max_staging_bytes = max_staging_bytes;
-  options.writer_nice = writer_nice;
+  const std::chrono::duration<double> barrier_timeout(barrier_timeout_secs);
+  check_barrier_timeout(barrier_timeout, "CheckpointManager");
+  options.barrier_timeout = std::chrono::ceil<std::chrono::milliseconds>(barrier_timeout);
+  set_save_options(options, save_options);
   // Ranks other than 0 wait here for rank 0's clean-up.
   py::gil_scoped_release no_gil;
   return Holder(new CheckpointManager(root, std::move(options)));
@@ -114,11 +146,11 @@ py::tuple save(CheckpointManager& manager, int64_t step, const py::handle& state
   return to_python(std::move(futures));
 }
 
-py::object load(const CheckpointManager& manager, std::optional<int64_t> step, bool verify, Keys keys) {
+py::object load(const CheckpointManager& manager, std::optional<int64_t> step, bool verify, py::handle keys) {
+  const ReadOptions options = read_options(verify, keys);
   c10::IValue state;
   {
     py::gil_scoped_release no_gil;
-    const ReadOptions options{verify, std::move(keys).value_or(std::vector<std::string>{})};
     state = step ? manager.load(*step, options) : manager.load(options);
   }
   return from_state(state);
@@ -138,10 +170,7 @@ void bind_checkpoint_manager(py::module& module) {
           py::arg("rank") = defaults.rank,
           py::arg("world_size") = defaults.world_size,
           py::arg("store") = py::none(),
-          py::arg("barrier_timeout_secs") = static_cast<double>(defaults.barrier_timeout.count()) / 1000,
-          py::arg("staging_threads") = defaults.staging_threads,
-          py::arg("max_staging_bytes") = defaults.max_staging_bytes,
-          py::arg("writer_nice") = defaults.writer_nice)
+          py::arg("barrier_timeout_secs") = std::chrono::duration<double>(defaults.barrier_timeout).count())
       .def("save", &save, py::arg("step"), py::arg("state_dict"))
       .def("all_steps", &CheckpointManager::all_steps, py::call_guard<py::gil_scoped_release>())
       .def("latest_step", &CheckpointManager::latest_step, py::call_guard<py::gil_scoped_release>())
@@ -149,7 +178,8 @@ void bind_checkpoint_manager(py::module& module) {
           "load",
           &load,
           py::arg("step") = py::none(),
-          py::arg("verify") = true,
+          py::kw_only(),
+          py::arg("verify") = ReadOptions{}.verify,
           py::arg("keys") = py::none())
       .def("step_path", &CheckpointManager::step_path, py::arg("step"))
       .def_property_readonly("root", &CheckpointManager::root)

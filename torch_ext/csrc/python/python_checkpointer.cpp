@@ -6,12 +6,12 @@
 
 #include <torch/csrc/jit/python/pybind_utils.h>
 
-#include <optional>
 #include <string>
-#include <vector>
+#include <utility>
 
 #include <torch_ext/checkpoint_file.h>
 
+#include "python_read_options.h"
 #include "python_state.h"
 #include "torch_ext/csrc/async_save/checkpointer_class.h"
 
@@ -19,14 +19,9 @@ namespace torch_ext::python {
 namespace {
 
 namespace py = pybind11;
-using Keys = std::optional<std::vector<std::string>>;
 
 AsyncCheckpointer& checkpointer_of(const torch::jit::Object& script_object) {
   return ops::checkpointer_of(c10::IValue(script_object._ivalue()));
-}
-
-ReadOptions read_options(bool verify, Keys keys) {
-  return ReadOptions{verify, std::move(keys).value_or(std::vector<std::string>{})};
 }
 
 py::tuple save(const torch::jit::Object& script_object, const std::string& path, py::handle state_dict) {
@@ -44,11 +39,12 @@ py::tuple save(const torch::jit::Object& script_object, const std::string& path,
       torch::jit::toPyObject(c10::IValue(std::move(futures.second))));
 }
 
-py::object load(const torch::jit::Object& script_object, const std::string& path, bool verify, Keys keys) {
+py::object load(const torch::jit::Object& script_object, const std::string& path, bool verify, py::handle keys) {
+  const ReadOptions options = read_options(verify, keys);
   c10::IValue state;
   {
     py::gil_scoped_release no_gil;
-    state = checkpointer_of(script_object).load(path, read_options(verify, std::move(keys)));
+    state = checkpointer_of(script_object).load(path, options);
   }
   return from_state(state);
 }
@@ -59,11 +55,12 @@ void save_file(py::handle state_dict, const std::string& file) {
   write_checkpoint_file(file, state);
 }
 
-py::object load_file(const std::string& file, bool verify, Keys keys) {
+py::object load_file(const std::string& file, bool verify, py::handle keys) {
+  const ReadOptions options = read_options(verify, keys);
   c10::IValue state;
   {
     py::gil_scoped_release no_gil;
-    state = read_checkpoint_file(file, read_options(verify, std::move(keys)));
+    state = read_checkpoint_file(file, options);
   }
   return from_state(state);
 }
@@ -71,11 +68,24 @@ py::object load_file(const std::string& file, bool verify, Keys keys) {
 } // namespace
 
 void bind_checkpointer(py::module& module) {
+  const ReadOptions read_defaults;
   module.def("_save", &save, py::arg("checkpointer"), py::arg("path"), py::arg("state_dict"));
   module.def(
-      "_load", &load, py::arg("checkpointer"), py::arg("path"), py::arg("verify") = true, py::arg("keys") = py::none());
+      "_load",
+      &load,
+      py::arg("checkpointer"),
+      py::arg("path"),
+      py::kw_only(),
+      py::arg("verify") = read_defaults.verify,
+      py::arg("keys") = py::none());
   module.def("save", &save_file, py::arg("obj"), py::arg("file"));
-  module.def("load", &load_file, py::arg("file"), py::arg("verify") = true, py::arg("keys") = py::none());
+  module.def(
+      "load",
+      &load_file,
+      py::arg("file"),
+      py::kw_only(),
+      py::arg("verify") = read_defaults.verify,
+      py::arg("keys") = py::none());
 }
 
 } // namespace torch_ext::python
