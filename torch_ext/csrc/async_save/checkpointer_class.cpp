@@ -48,10 +48,10 @@ c10::TypePtr script_checkpointer_type() {
 template <class T>
 T option_type(T SaveOptions::*);
 
-// __init__(self, int rank=0, int world_size=1, str? barrier_host=None,
-//     int barrier_port=0, float barrier_timeout_secs=600.0, *,
-//     <each save option>=<its default>) -> NoneType
-// Written out, so that the save options come from visit_save_options.
+// __init__(self, int rank, int world_size, str? barrier_host,
+//     int barrier_port, float barrier_timeout_secs, *, <each save option>)
+//     -> NoneType, each with the default of the option structs. Written out,
+// so that the save options come from visit_save_options.
 c10::FunctionSchema make_init_schema() {
   using c10::Argument;
   const AsyncCheckpointerOptions defaults;
