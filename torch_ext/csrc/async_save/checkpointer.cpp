@@ -9,6 +9,8 @@
 
 #include <torch_ext/checkpoint_file.h>
 
+#include "torch_ext/csrc/torch_save/torch_save_format.h"
+
 #include "complete_guarded.h"
 #include "save_pipeline.h"
 
@@ -27,7 +29,7 @@ void complete_guarded(Complete&& complete) noexcept {
 
 struct AsyncCheckpointer::Impl {
   explicit Impl(AsyncCheckpointerOptions options_)
-      : options(std::move(options_)), pipeline(options, "AsyncCheckpointer") {}
+      : options(std::move(options_)), pipeline(options, "AsyncCheckpointer", detail::torch_save_format()) {}
 
   // On the writer thread, once this rank's file is durable or the save failed.
   void finish(const FuturePtr& written, std::exception_ptr error) noexcept;
@@ -86,9 +88,15 @@ std::pair<FuturePtr, FuturePtr> AsyncCheckpointer::save(
   auto written = c10::make_intrusive<Future>(c10::NoneType::get());
   impl_->pending_write = written;
   Impl* impl = impl_.get();
-  impl->pipeline.save(path, impl->options.rank, state_dict, staged, [impl, written](std::exception_ptr error, detail::SavePhase /*failed*/) {
-    impl->finish(written, std::move(error));
-  });
+  // The only format, torch.save's, reports nothing for the ranks to join.
+  impl->pipeline.save(
+      path,
+      impl->options.rank,
+      state_dict,
+      staged,
+      [impl, written](std::exception_ptr error, detail::SavePhase /*failed*/, detail::RankWriteResult /*result*/) {
+        impl->finish(written, std::move(error));
+      });
   return {staged, written};
 }
 

@@ -14,9 +14,11 @@
 #include <c10/util/Exception.h>
 
 #include "complete_guarded.h"
-#include "staged_write.h"
-#include "staging.h"
-#include "staging_waves.h"
+#include "device_fence.h"
+#include "staging_copy.h"
+#include "staging_plan.h"
+#include "wave_staging.h"
+#include "whole_staging.h"
 
 namespace torch_ext::detail {
 namespace {
@@ -48,8 +50,15 @@ struct SavePipeline::Save {
   std::shared_ptr<const DeviceFence> fence;
 };
 
-SavePipeline::SavePipeline(const SaveOptions& options, const char* who)
-    : options_(options), who_(who) {
+// A save's write plan and the caller's bytes behind each of its slices.
+struct SavePipeline::Planned {
+  std::shared_ptr<const WritePlan> write;
+  std::vector<StorageSlice> sources;
+};
+
+SavePipeline::SavePipeline(const SaveOptions& options, const char* who, std::shared_ptr<const CheckpointFormat> format)
+    : options_(options), who_(who), format_(std::move(format)) {
+  TORCH_INTERNAL_ASSERT(format_, "SavePipeline needs a format to write in");
   writer_.post([nice = options_.writer_nice] { lower_this_thread_priority(static_cast<int>(nice)); });
 }
 
@@ -62,16 +71,18 @@ void SavePipeline::save(std::string folder, int64_t rank, c10::IValue state_dict
   auto fence = std::make_shared<const DeviceFence>(state_dict);
   stager_.post([this,
                 save = Save{std::move(folder), rank, std::move(state_dict), std::move(staged), std::move(finish), std::move(fence)}] {
+    Planned planned;
     try {
       save.fence->wait();
+      planned = plan(save);
     } catch (...) {
       fail_staging(save, std::current_exception());
       return;
     }
     if (options_.max_staging_bytes > 0) {
-      stage_in_waves(save);
+      stage_in_waves(save, std::move(planned));
     } else {
-      stage_whole(save);
+      stage_whole(save, std::move(planned));
     }
   });
 }
@@ -87,53 +98,60 @@ void SavePipeline::close() {
   waves_.clear();
 }
 
+SavePipeline::Planned SavePipeline::plan(const Save& save) const {
+  const StagingPlan staging = plan_staging(save.state_dict);
+  std::shared_ptr<const WritePlan> write = format_->plan(save.folder, save.rank, staging.state);
+  std::vector<StorageSlice> sources = source_slices(staging, write->slices());
+  return {std::move(write), std::move(sources)};
+}
+
 template <typename Write>
 void SavePipeline::finish_after(const Save& save, Write&& write) noexcept {
   std::exception_ptr error;
   SavePhase phase = SavePhase::kWriting;
+  RankWriteResult result;
   try {
-    write();
+    result = write();
   } catch (const StagingFailed& failed) {
     error = failed.error;
     phase = SavePhase::kStaging;
   } catch (...) {
     error = std::current_exception();
   }
-  save.finish(error, phase);
+  save.finish(error, phase, std::move(result));
 }
 
 void SavePipeline::fail_staging(const Save& save, std::exception_ptr error) {
   complete_guarded(who_, [&] { save.staged->setError(error); });
-  writer_.post([save, error] { finish_after(save, [&] { throw StagingFailed{error}; }); });
+  writer_.post([save, error] { finish_after(save, [&]() -> RankWriteResult { throw StagingFailed{error}; }); });
 }
 
-void SavePipeline::stage_whole(const Save& save) {
-  std::shared_ptr<StateCopy> copy;
+void SavePipeline::stage_whole(const Save& save, Planned planned) {
+  std::shared_ptr<WholeStaging> staging;
   try {
-    copy = std::make_shared<StateCopy>(save.state_dict, staging_buffers_);
+    staging = std::make_shared<WholeStaging>(std::move(planned.sources), staging_buffers_);
   } catch (...) {
     fail_staging(save, std::current_exception());
     return;
   }
   // The write starts now and follows the copy, piece by piece.
-  auto progress = std::make_shared<StagingProgress>();
-  writer_.post([save, copy, progress]() mutable {
+  writer_.post([save, write = std::move(planned.write), staging]() mutable {
     finish_after(save, [&] {
-      // Let go of the copy before the save finishes: the next save, which
-      // may wait for it, reuses the copy's buffers only if nothing holds them.
-      const std::shared_ptr<StateCopy> held = std::move(copy);
-      write_while_staging(save.folder, save.rank, held->state(), held->storages(), *progress);
+      // Let go of the staging before the save finishes: the next save, which
+      // may wait for it, reuses its buffers only if nothing holds them.
+      const std::shared_ptr<WholeStaging> held = std::move(staging);
+      return write_plan(*write, *held);
     });
   });
   try {
-    copy->run(static_cast<int>(options_.staging_threads), progress.get());
+    // A failed copy fails the writer too, through `staging`.
+    staging->run(static_cast<int>(options_.staging_threads));
   } catch (...) {
-    // The writer fails with it, through `progress`.
     const std::exception_ptr error = std::current_exception();
     complete_guarded(who_, [&] { save.staged->setError(error); });
     return;
   }
-  copy.reset();
+  staging.reset();
   // Callbacks on the stage future run here, on the staging thread.
   complete_guarded(who_, [&] { save.staged->markCompleted(); });
 }
@@ -146,21 +164,27 @@ std::vector<char*> SavePipeline::wave_buffers() {
   return {static_cast<char*>(waves_[0].get()), static_cast<char*>(waves_[1].get())};
 }
 
-void SavePipeline::stage_in_waves(const Save& save) {
-  std::shared_ptr<const WavePlan> plan;
+void SavePipeline::stage_in_waves(const Save& save, Planned planned) {
+  std::shared_ptr<WaveStaging> staging;
   try {
-    plan = std::make_shared<const WavePlan>(plan_waves(save.state_dict));
+    staging = std::make_shared<WaveStaging>(wave_buffers(), static_cast<size_t>(options_.max_staging_bytes / 2));
   } catch (...) {
     fail_staging(save, std::current_exception());
     return;
   }
-  auto pipe = std::make_shared<WavePipe>(wave_buffers(), static_cast<size_t>(options_.max_staging_bytes / 2));
-  writer_.post([save, plan, pipe] {
-    finish_after(save, [&] { write_waves(save.folder, save.rank, *plan, *pipe); });
+  writer_.post([save, write = std::move(planned.write), staging] {
+    finish_after(save, [&] {
+      try {
+        return write_plan(*write, *staging);
+      } catch (...) {
+        staging->fail(std::current_exception()); // the stager stops with it
+        throw;
+      }
+    });
   });
   try {
     // A failed write fails this too: the waves stop with it.
-    stage_waves(plan->sources, *pipe, static_cast<int>(options_.staging_threads));
+    staging->stage(planned.sources, static_cast<int>(options_.staging_threads));
   } catch (...) {
     const std::exception_ptr error = std::current_exception();
     complete_guarded(who_, [&] { save.staged->setError(error); });

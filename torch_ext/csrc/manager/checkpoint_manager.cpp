@@ -13,6 +13,7 @@
 
 #include "torch_ext/csrc/async_save/complete_guarded.h"
 #include "torch_ext/csrc/async_save/save_pipeline.h"
+#include "torch_ext/csrc/torch_save/torch_save_format.h"
 
 #include "error_message.h"
 #include "rank_exchange.h"
@@ -70,7 +71,7 @@ struct CheckpointManager::Impl {
       : root(std::move(root_)),
         options(std::move(options_)),
         exchange(options.store, options.rank, options.world_size, options.barrier_timeout),
-        pipeline(options, "CheckpointManager") {}
+        pipeline(options, "CheckpointManager", detail::torch_save_format()) {}
 
   // One save, from its start on the calling thread to its end on the writer.
   struct Save {
@@ -161,7 +162,8 @@ void CheckpointManager::Impl::stage(const Save& save, const c10::IValue& state_d
       options.rank,
       state_dict,
       save.staged,
-      [this, save, rank](std::exception_ptr error, detail::SavePhase failed) {
+      // The only format, torch.save's, reports nothing for the ranks to join.
+      [this, save, rank](std::exception_ptr error, detail::SavePhase failed, detail::RankWriteResult /*result*/) {
         if (!error) {
           commit(save, std::nullopt);
         } else if (failed == detail::SavePhase::kStaging) {

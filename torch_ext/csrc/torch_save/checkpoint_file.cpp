@@ -8,14 +8,14 @@
 #include <c10/core/CPUAllocator.h>
 #include <c10/util/Exception.h>
 
+#include "torch_ext/csrc/format/write_plan.h"
 #include "torch_ext/csrc/io/durable_file.h"
-#include "torch_ext/csrc/pickle/pickler.h"
 #include "torch_ext/csrc/pickle/unpickler.h"
 #include "torch_ext/csrc/state/select_keys.h"
 #include "torch_ext/csrc/state/state_value.h"
 
 #include "archive_reader.h"
-#include "checkpoint_file_writer.h"
+#include "torch_save_format.h"
 
 namespace torch_ext {
 namespace {
@@ -105,18 +105,8 @@ std::string_view record_text(const ArchiveReader& archive, const ArchiveReader::
 
 void write_checkpoint_file(const std::string& file, const c10::IValue& state_dict) {
   TORCH_CHECK_VALUE(!file.empty(), "write_checkpoint_file expected a file name, got ''");
-  // Unsupported values fail here, before any file is created.
-  const detail::PickledState pickled = detail::pickle_state(state_dict);
-  std::vector<uint64_t> sizes;
-  sizes.reserve(pickled.storages.size());
-  for (const c10::Storage& storage : pickled.storages) {
-    sizes.push_back(storage.nbytes());
-  }
-  detail::CheckpointFileWriter out(file, pickled.pickle, std::move(sizes));
-  for (const c10::Storage& storage : pickled.storages) {
-    out.append(storage.data(), storage.nbytes());
-  }
-  out.commit();
+  // Unsupported values fail in the plan, before any file is created.
+  detail::write_plan_in_place(*detail::plan_torch_save_file(file, state_dict));
 }
 
 c10::IValue read_checkpoint_file(const std::string& file, const ReadOptions& options) {
@@ -158,7 +148,7 @@ std::string checkpoint_file_path(const std::string& path, int64_t rank) {
 }
 
 void write_checkpoint(const std::string& path, int64_t rank, const c10::IValue& state_dict) {
-  write_checkpoint_file(detail::create_checkpoint_folder(path, rank), state_dict);
+  detail::write_plan_in_place(*detail::torch_save_format()->plan(path, rank, state_dict));
 }
 
 c10::IValue read_checkpoint(const std::string& path, int64_t rank, const ReadOptions& options) {

@@ -7,8 +7,6 @@
 
 #include <c10/util/Exception.h>
 
-#include <torch_ext/checkpoint_file.h>
-
 namespace torch_ext::detail {
 namespace {
 
@@ -70,21 +68,13 @@ void CheckpointFileWriter::append(const void* data, size_t size) {
   }
 }
 
-void CheckpointFileWriter::commit() {
+RankWriteResult CheckpointFileWriter::commit() {
   TORCH_INTERNAL_ASSERT(
       left_ == 0 && !record_open_, "CheckpointFileWriter::commit with ", left_, " storage bytes of '", file_, "' missing");
   archive_.write_record("version", "3\n", 2);
   archive_.finish();
   out_.commit();
-}
-
-std::string create_checkpoint_folder(const std::string& path, int64_t rank) {
-  TORCH_CHECK_VALUE(!path.empty(), "write_checkpoint expected a checkpoint folder, got ''");
-  std::string file = checkpoint_file_path(path, rank);
-  std::error_code error;
-  std::filesystem::create_directories(path, error);
-  TORCH_CHECK(!error, "cannot create the checkpoint folder '", path, "' for '", file, "': ", error.message());
-  return file;
+  return {};
 }
 
 } // namespace torch_ext::detail

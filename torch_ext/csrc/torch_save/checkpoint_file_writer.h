@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "torch_ext/csrc/format/write_plan.h"
 #include "torch_ext/csrc/io/durable_file.h"
 
 #include "archive_writer.h"
@@ -14,9 +15,10 @@ namespace torch_ext::detail {
 // One checkpoint file in torch.save's layout (what write_checkpoint_file
 // writes), with the storages' bytes streamed in by the caller: the records
 // `data/0`, `data/1`, ... take, in order, the bytes given to append(), so that
-// a save need not hold every storage in memory at once. The file appears at
+// a save need not hold every storage in memory at once. The sink of
+// torch.save's write plans (torch_save_format.h). The file appears at
 // commit(); destroyed before, it leaves `file` as it was.
-class CheckpointFileWriter {
+class CheckpointFileWriter final : public WriteSink {
  public:
   // Creates the temporary file and writes the records before the storages.
   // `storage_sizes[i]` is the size in bytes of storage key `i`.
@@ -24,14 +26,11 @@ class CheckpointFileWriter {
 
   // The next `size` bytes of the storages, concatenated in key order; a call
   // may span records.
-  void append(const void* data, size_t size);
-  // Bytes of the storages still expected.
-  uint64_t left() const {
-    return left_;
-  }
+  void append(const void* data, size_t size) override;
   // Writes the records after the storages and the directory, then makes the
   // file durable (DurableFile::commit). Every storage byte must have come.
-  void commit();
+  // A torch.save file reports nothing.
+  RankWriteResult commit() override;
 
  private:
   void open_next_records();
@@ -45,9 +44,5 @@ class CheckpointFileWriter {
   bool record_open_ = false;
   uint64_t left_ = 0;
 };
-
-// checkpoint_file_path(path, rank), after creating the folder `path` if it
-// is missing (write_checkpoint's first step).
-std::string create_checkpoint_folder(const std::string& path, int64_t rank);
 
 } // namespace torch_ext::detail
