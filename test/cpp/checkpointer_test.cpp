@@ -8,14 +8,20 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+
+#include "torch_ext/csrc/async_save/staging_copy.h"
 
 namespace {
 
@@ -170,14 +176,90 @@ TEST_F(CheckpointerTest, ConsecutiveSavesOfTheSameTensorsKeepTheirOwnValues) {
   }
 }
 
+// The pieces of one storage that staging copies, and the threads that copy
+// them, seen through the copy engine's test seam. A piece waits (up to a
+// deadline) until a second thread has copied one too, so that no thread
+// takes every piece before the others start.
+class PieceWatch {
+ public:
+  struct Piece {
+    std::thread::id thread;
+    uint64_t offset;
+    uint64_t size;
+  };
+
+  explicit PieceWatch(const c10::Storage& storage) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    storage_ = storage.unsafeGetStorageImpl();
+    pieces_.clear();
+    waited_out_ = false;
+    torch_ext::detail::observe_copies_for_testing(&PieceWatch::observe);
+  }
+  ~PieceWatch() {
+    torch_ext::detail::observe_copies_for_testing(nullptr);
+  }
+
+  // By offset.
+  std::vector<Piece> pieces() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<Piece> pieces = pieces_;
+    std::sort(pieces.begin(), pieces.end(), [](const Piece& a, const Piece& b) { return a.offset < b.offset; });
+    return pieces;
+  }
+  size_t threads() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return threads_locked();
+  }
+
+ private:
+  static size_t threads_locked() {
+    std::vector<std::thread::id> threads;
+    for (const Piece& piece : pieces_) {
+      if (std::find(threads.begin(), threads.end(), piece.thread) == threads.end()) {
+        threads.push_back(piece.thread);
+      }
+    }
+    return threads.size();
+  }
+
+  static void observe(const c10::StorageImpl* source, uint64_t offset, uint64_t size) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (source != storage_) {
+      return;
+    }
+    pieces_.push_back({std::this_thread::get_id(), offset, size});
+    changed_.notify_all();
+    if (!waited_out_) {
+      waited_out_ = !changed_.wait_for(lock, std::chrono::seconds(20), [] { return threads_locked() >= 2; });
+    }
+  }
+
+  static inline std::mutex mutex_;
+  static inline std::condition_variable changed_;
+  static inline const c10::StorageImpl* storage_ = nullptr;
+  static inline std::vector<Piece> pieces_;
+  static inline bool waited_out_ = false; // then the others need not wait
+};
+
 TEST_F(CheckpointerTest, StagingThreadsSplitLargeTensorsIntoPieces) {
   torch_ext::AsyncCheckpointer checkpointer(options(0, 1, /*staging_threads=*/3));
   GenericDict state = make_dict();
   // 40 MiB: three 16 MiB pieces, the last one partial.
-  state.insert("big", torch::arange(10 << 20, torch::kInt32));
+  const at::Tensor big = torch::arange(10 << 20, torch::kInt32);
+  state.insert("big", big);
   state.insert("view", torch::arange(100, torch::kFloat32).narrow(0, 10, 50));
+  const PieceWatch watch(big.storage());
   auto [staged, written] = checkpointer.save(folder("a"), state);
   written->waitAndThrow();
+
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  const std::vector<PieceWatch::Piece> pieces = watch.pieces();
+  ASSERT_EQ(pieces.size(), 3u);
+  EXPECT_EQ(pieces[0].offset, 0u);
+  EXPECT_EQ(pieces[1].offset, 16 * kMiB);
+  EXPECT_EQ(pieces[2].offset, 32 * kMiB);
+  EXPECT_EQ(pieces[2].size, 8 * kMiB);
+  EXPECT_GE(watch.threads(), 2u) << "one thread copied every piece of the large tensor";
   expect_same(state, checkpointer.load(folder("a")));
 }
 
