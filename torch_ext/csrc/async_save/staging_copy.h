@@ -27,11 +27,11 @@ struct CopyJob {
 };
 
 // The copy engine: copies `jobs` with `threads` threads (the calling one and
-// threads - 1 more), bytes on the CPU in pieces that the threads share, a
-// device's in one copy per job (off the training loop's intra-op pool).
-// Each time the bytes copied from the start of the jobs' concatenation grow,
-// `copied` (if given) is told their number, under a lock. Throws the first
-// error once every thread has stopped.
+// threads - 1 more, never the intra-op pool that the training loop uses),
+// bytes on the CPU in pieces that the threads share, a device's in one copy
+// per job. Each time the bytes copied from the start of the jobs'
+// concatenation grow, `copied` (if given) is told their number, under a
+// lock. Throws the first error once every thread has stopped.
 void copy_bytes(const std::vector<CopyJob>& jobs, int threads, const std::function<void(uint64_t)>& copied = nullptr);
 
 // A test seam: `observer`, unless null, is called on the copying thread
