@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <torch_ext/export.h>
 #include <torch_ext/future_utils.h>
 #include <torch_ext/save_options.h>
 
@@ -28,7 +29,7 @@ enum class SavePhase { kStaging, kWriting };
 // whole or in waves, and a writer, which streams them into the plan's sink
 // while they are copied. Saves run one after another, in the order posted;
 // the staging memory is kept for the next save.
-class SavePipeline {
+class TORCH_EXT_API SavePipeline {
  public:
   // Called on the writer thread once a save is over: with a null error and
   // what the format reports of the write once it is durable, else with the

@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <torch_ext/export.h>
+
 namespace torch_ext::detail {
 
 // Bytes [offset, offset + size) of a storage.
@@ -38,7 +40,7 @@ class WriteSink {
 // and the slices of the planned state's storages whose bytes it takes, in
 // the order it takes them. Those storages may have their sizes and no data:
 // a save plans first, then stages the bytes the plan asks for, in its order.
-class WritePlan {
+class TORCH_EXT_API WritePlan {
  public:
   explicit WritePlan(std::vector<StorageSlice> slices);
   virtual ~WritePlan() = default;
