@@ -11,7 +11,7 @@ JOBS ?= 2
 PYTHON ?= $(shell python3 -c 'import torch' >/dev/null 2>&1 && command -v python3 || echo $(CURDIR)/$(VENV)/bin/python)
 export PYTHON
 
-CSRC := $(wildcard torch_ext/csrc/*/*.cpp torch_ext/csrc/*/*.h include/torch_ext/*.h)
+CSRC := $(shell find torch_ext/csrc include -name '*.cpp' -o -name '*.h')
 PY_EXT_STAMP := build/.python-extension
 CPP_STAMP := build/.cpp-configured
 
@@ -22,21 +22,27 @@ build/.deps: tools/install_deps.sh
 	bash tools/install_deps.sh $(TORCH_VERSION)
 	@mkdir -p build && touch $@
 
-python: $(PY_EXT_STAMP)
-$(PY_EXT_STAMP): build/.deps setup.py $(CSRC)
-	$(PYTHON) -m pip install -q --no-build-isolation --no-deps -e .
-	@touch $@
-
-$(CPP_STAMP): build/.deps CMakeLists.txt
-	cmake -S . -B $(BUILD) -DPython3_EXECUTABLE=$(PYTHON) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+# One build of the C++ library, in $(BUILD): the tests, the examples, the
+# benchmarks and the Python module (torch_ext._C) all link it. Line tables
+# only (-g1): enough for backtraces, and a third faster to compile than full
+# debug info of torch's templates.
+$(CPP_STAMP): build/.deps CMakeLists.txt Makefile
+	cmake -S . -B $(BUILD) -DPython3_EXECUTABLE=$(PYTHON) -DTORCH_EXT_BUILD_PYTHON=ON \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG"
 	@touch $@
 
 cpp: $(CPP_STAMP)
 	cmake --build $(BUILD) -j $(JOBS)
 
-test: python cpp
+# An editable install of what $(BUILD) built: setup.py only brings it up to date.
+python: $(PY_EXT_STAMP)
+$(PY_EXT_STAMP): $(CPP_STAMP) setup.py $(CSRC)
+	TORCH_EXT_CPP_BUILD=$(CURDIR)/$(BUILD) CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(PYTHON) -m pip install -q --no-build-isolation --no-deps -e .
+	@touch $@
+
+test: cpp python
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
-	TORCH_EXT_CPP_BUILD=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest test -q
+	TORCH_EXT_CPP_BUILD=$(CURDIR)/$(BUILD) $(PYTHON) -m pytest test -q --durations=25
 
 demo: cpp
 	$(BUILD)/examples/async_checkpoint_demo --mib 256 --steps 30 --interval 10 --stop-at 25 --out $(BUILD)/demo_checkpoints
@@ -53,6 +59,6 @@ clean:
 # Timed rounds, then docs/benchmarks.md and its plots. CI runs the
 # benchmarks only in smoke mode, from test/test_benchmarks.py.
 .PHONY: bench
-bench: python cpp
+bench: cpp python
 	$(PYTHON) tools/bench_report.py --cpp-bench $(BUILD)/bench/cpp/future_utils_bench \
 		--checkpoint-bench $(BUILD)/bench/cpp/checkpoint_bench --out docs

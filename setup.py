@@ -1,34 +1,59 @@
-import glob
 import os
+import shutil
+import subprocess
+import sys
 
-from setuptools import find_packages, setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension
+from setuptools import Extension, find_packages, setup
+from setuptools.command.build_ext import build_ext
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-CSRC = "torch_ext/csrc"
 
-# The library is every source under torch_ext/csrc but the Python module's
-# (torch_ext/csrc/python), as CMakeLists.txt globs them: one library, shared
-# by Python and C++ users alike.
-ALL_SOURCES = glob.glob(f"{CSRC}/**/*.cpp", recursive=True)
-PYTHON_SOURCES = sorted(path for path in ALL_SOURCES if path.startswith(f"{CSRC}/python/"))
-CORE_SOURCES = sorted(set(ALL_SOURCES) - set(PYTHON_SOURCES))
-COMPILE_ARGS = ["-O2", "-fvisibility=hidden", "-fvisibility-inlines-hidden"]
-INCLUDE_DIRS = [os.path.join(ROOT, "include"), ROOT]
+# CMakeLists.txt builds both files, the library (the one the CMake package
+# installs, same soname) and the Python module that links it; each extension
+# here is the file CMake built.
+BUILT_FILES = {"torch_ext.lib.libtorch_ext": "libtorch_ext.so", "torch_ext._C": "_C.so"}
+
+
+class CMakeBuild(build_ext):
+    """Builds the package's native files with CMakeLists.txt.
+
+    The CMake build folder is $TORCH_EXT_CPP_BUILD when set (`make test` sets
+    it to its own build, which this then only brings up to date), or else a
+    folder of its own configured for the Python package alone.
+    """
+
+    def run(self):
+        folder = os.path.abspath(os.environ.get("TORCH_EXT_CPP_BUILD") or os.path.join(self.build_temp, "cmake"))
+        if not os.path.isfile(os.path.join(folder, "CMakeCache.txt")):
+            subprocess.check_call([
+                "cmake", "-S", ROOT, "-B", folder,
+                f"-DPython3_EXECUTABLE={sys.executable}",
+                "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+                "-DTORCH_EXT_BUILD_PYTHON=ON",
+                "-DTORCH_EXT_BUILD_TESTS=OFF",
+                "-DTORCH_EXT_BUILD_EXAMPLES=OFF",
+                "-DTORCH_EXT_BUILD_BENCHMARKS=OFF",
+                "-DTORCH_EXT_INSTALL=OFF",
+            ])
+        jobs = self.parallel or (None if "CMAKE_BUILD_PARALLEL_LEVEL" in os.environ else os.cpu_count())
+        subprocess.check_call(
+            ["cmake", "--build", folder, "--target", "torch_ext_python"] + (["-j", str(jobs)] if jobs else [])
+        )
+        self.cmake_folder = folder
+        super().run()
+
+    def build_extension(self, ext):
+        target = self.get_ext_fullpath(ext.name)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copy2(os.path.join(self.cmake_folder, BUILT_FILES[ext.name]), target)
+
+    def get_ext_filename(self, fullname):
+        return os.path.join(*fullname.split(".")) + ".so"
+
+
 # An editable install copies lib/libtorch_ext.so into the source tree, into a
 # folder that git does not keep (it holds only ignored files).
 os.makedirs(os.path.join(ROOT, "torch_ext", "lib"), exist_ok=True)
-
-
-class BuildLibraryFirst(BuildExtension):
-    """Builds lib/libtorch_ext.so, then links the Python module against it."""
-
-    def build_extension(self, ext):
-        if ext.name == "torch_ext._C":
-            core = self.get_ext_fullpath("torch_ext.lib.libtorch_ext")
-            ext.library_dirs.append(os.path.dirname(core))
-        super().build_extension(ext)
-
 
 setup(
     name="torch_ext",
@@ -36,28 +61,8 @@ setup(
     description="wrap_future and on_complete on c10::ivalue::Future, for checkpointing",
     packages=find_packages(include=["torch_ext", "torch_ext.*"]),
     package_data={"torch_ext": ["py.typed"]},
-    ext_modules=[
-        CppExtension(
-            "torch_ext.lib.libtorch_ext",
-            CORE_SOURCES,
-            include_dirs=INCLUDE_DIRS,
-            extra_compile_args=COMPILE_ARGS,
-            define_macros=[("TORCH_EXT_BUILDING_LIBRARY", None)],
-            libraries=["isal"],
-            # The soname lets a process that already loaded the C++ package's
-            # libtorch_ext.so reuse it instead of registering the ops twice.
-            extra_link_args=["-Wl,-soname,libtorch_ext.so"],
-        ),
-        CppExtension(
-            "torch_ext._C",
-            PYTHON_SOURCES,
-            include_dirs=INCLUDE_DIRS,
-            extra_compile_args=COMPILE_ARGS,
-            libraries=["torch_ext"],
-            extra_link_args=["-Wl,-rpath,$ORIGIN/lib"],
-        ),
-    ],
-    cmdclass={"build_ext": BuildLibraryFirst.with_options(no_python_abi_suffix=True)},
+    ext_modules=[Extension(name, sources=[]) for name in BUILT_FILES],
+    cmdclass={"build_ext": CMakeBuild},
     python_requires=">=3.10",
     zip_safe=False,
 )

@@ -1,9 +1,13 @@
+import faulthandler
 import os
 import pathlib
 
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# How long pytest-timeout's timer thread has to report a timeout before the
+# watchdog below ends the process.
+WATCHDOG_GRACE_S = 30
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +17,21 @@ def cpp_build() -> pathlib.Path:
     if not (path / "CMakeCache.txt").is_file():
         pytest.fail(f"no CMake build at {path}: run `make test`, or set TORCH_EXT_CPP_BUILD")
     return path
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item, settings):
+    """Arms faulthandler's watchdog beside pytest-timeout's timer.
+
+    pytest-timeout's timer thread needs the GIL, so a test that hangs holding
+    it (a GIL deadlock) would hang the run; faulthandler's watchdog needs no
+    GIL: it dumps every thread's stack and exits.
+    """
+    if settings.timeout:
+        faulthandler.dump_traceback_later(settings.timeout + WATCHDOG_GRACE_S, exit=True)
+    # None: pytest-timeout arms its own timer as well.
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_cancel_timer(item):
+    faulthandler.cancel_dump_traceback_later()

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need and this machine lacks:
 # torch (the pinned CPU wheel, into ./.venv unless $PYTHON already imports it),
-# the Python test tools (with matplotlib: the benchmarks' smoke test draws
-# the plots), and GoogleTest, Google Benchmark and ISA-L from Debian.
+# the Python test tools (pytest-timeout bounds every test; matplotlib: the
+# benchmarks' smoke test draws the plots), and GoogleTest, Google Benchmark
+# and ISA-L from Debian.
 set -euo pipefail
 torch_version=$1
 cd "$(dirname "$0")/.."
@@ -14,7 +15,8 @@ if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
   "$PYTHON" -m pip install -q "torch==${torch_version}"
 fi
 missing=()
-for module in pytest hypothesis numpy ninja matplotlib; do
+# Import names, which pip takes as package names too.
+for module in pytest pytest_timeout hypothesis numpy ninja matplotlib; do
   "$PYTHON" -c "import $module" 2>/dev/null || missing+=("$module")
 done
 if ((${#missing[@]})); then

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds libtorch_ext and the GoogleTest suites (stress test included) under a
-# sanitizer and runs them; any report fails. Usage: sanitize.sh asan|tsan
+# sanitizer and runs them; any report fails. Only what ctest runs is built:
+# not the benchmarks, the examples or the programs that pytest runs.
+# Usage: sanitize.sh asan|tsan
 # asan: AddressSanitizer with LeakSanitizer, and UndefinedBehaviorSanitizer.
 # tsan: ThreadSanitizer.
 # libtorch itself is not instrumented: only our library and tests are. No
@@ -18,6 +20,7 @@ asan)
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   # The reader's fuzzer runs ten times longer than in `make test`.
   export TORCH_EXT_FUZZ_CASES=30000
+  timeout_scale=5
   ;;
 tsan)
   flags="-fsanitize=thread"
@@ -25,6 +28,7 @@ tsan)
   # torch's kernels run on libgomp's thread pool, which is not instrumented:
   # TSan cannot see its barriers and reports their handoffs as races.
   export OMP_NUM_THREADS=1
+  timeout_scale=10
   ;;
 *)
   echo "usage: $0 asan|tsan" >&2
@@ -33,10 +37,13 @@ tsan)
 esac
 
 build=build/$kind
+# Line tables only (-g1), as in `make test`: enough for the reports' stacks.
 cmake -S . -B "$build" -DPython3_EXECUTABLE="${PYTHON:?}" \
-  -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O2 -g1 -DNDEBUG" \
   -DCMAKE_CXX_FLAGS="$flags -fno-omit-frame-pointer" \
   -DCMAKE_EXE_LINKER_FLAGS="$flags" -DCMAKE_SHARED_LINKER_FLAGS="$flags" \
-  -DTORCH_EXT_BUILD_EXAMPLES=OFF -DTORCH_EXT_INSTALL=OFF
+  -DTORCH_EXT_BUILD_EXAMPLES=OFF -DTORCH_EXT_BUILD_BENCHMARKS=OFF \
+  -DTORCH_EXT_BUILD_TEST_HELPERS=OFF -DTORCH_EXT_INSTALL=OFF \
+  -DTORCH_EXT_TEST_TIMEOUT_SCALE="$timeout_scale"
 cmake --build "$build" -j "${JOBS:-2}"
-ctest --test-dir "$build" --output-on-failure -j 1
+ctest --test-dir "$build" --output-on-failure -j "${JOBS:-2}"
