@@ -24,7 +24,8 @@ class CMakeBuild(build_ext):
 
     def run(self):
         folder = os.path.abspath(os.environ.get("TORCH_EXT_CPP_BUILD") or os.path.join(self.build_temp, "cmake"))
-        if not os.path.isfile(os.path.join(folder, "CMakeCache.txt")):
+        cache = os.path.join(folder, "CMakeCache.txt")
+        if not os.path.isfile(cache):
             subprocess.check_call([
                 "cmake", "-S", ROOT, "-B", folder,
                 f"-DPython3_EXECUTABLE={sys.executable}",
@@ -35,6 +36,12 @@ class CMakeBuild(build_ext):
                 "-DTORCH_EXT_BUILD_BENCHMARKS=OFF",
                 "-DTORCH_EXT_INSTALL=OFF",
             ])
+        with open(cache) as lines:
+            if "TORCH_EXT_BUILD_PYTHON:BOOL=ON\n" not in lines:
+                raise SystemExit(
+                    f"the CMake build {folder} does not build the Python module: "
+                    "configure it with -DTORCH_EXT_BUILD_PYTHON=ON, as `make test` does"
+                )
         jobs = self.parallel or (None if "CMAKE_BUILD_PARALLEL_LEVEL" in os.environ else os.cpu_count())
         subprocess.check_call(
             ["cmake", "--build", folder, "--target", "torch_ext_python"] + (["-j", str(jobs)] if jobs else [])

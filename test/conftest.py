@@ -8,6 +8,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 # How long pytest-timeout's timer thread has to report a timeout before the
 # watchdog below ends the process.
 WATCHDOG_GRACE_S = 30
+WATCHDOG_STDERR = pytest.StashKey[int]()
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +20,16 @@ def cpp_build() -> pathlib.Path:
     return path
 
 
+def pytest_configure(config):
+    # While a test runs, pytest captures fd 2: the watchdog writes to a copy
+    # of the terminal's.
+    config.stash[WATCHDOG_STDERR] = os.dup(2)
+
+
+def pytest_unconfigure(config):
+    os.close(config.stash[WATCHDOG_STDERR])
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_timeout_set_timer(item, settings):
     """Arms faulthandler's watchdog beside pytest-timeout's timer.
@@ -28,7 +39,9 @@ def pytest_timeout_set_timer(item, settings):
     GIL: it dumps every thread's stack and exits.
     """
     if settings.timeout:
-        faulthandler.dump_traceback_later(settings.timeout + WATCHDOG_GRACE_S, exit=True)
+        faulthandler.dump_traceback_later(
+            settings.timeout + WATCHDOG_GRACE_S, exit=True, file=item.config.stash[WATCHDOG_STDERR]
+        )
     # None: pytest-timeout arms its own timer as well.
 
 
