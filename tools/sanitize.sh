@@ -20,6 +20,7 @@ asan)
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
   # The reader's fuzzer runs ten times longer than in `make test`.
   export TORCH_EXT_FUZZ_CASES=30000
+  # Its tests run up to five times slower than in `make test`.
   timeout_scale=5
   ;;
 tsan)
@@ -28,6 +29,7 @@ tsan)
   # torch's kernels run on libgomp's thread pool, which is not instrumented:
   # TSan cannot see its barriers and reports their handoffs as races.
   export OMP_NUM_THREADS=1
+  # TSan slows threads down most.
   timeout_scale=10
   ;;
 *)
