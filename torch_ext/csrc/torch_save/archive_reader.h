@@ -7,7 +7,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "torch_ext/csrc/io/durable_file.h"
+#include "torch_ext/csrc/io/mapped_file.h"
 
 namespace torch_ext::detail {
 

@@ -9,7 +9,7 @@
 #include <c10/util/Exception.h>
 
 #include "torch_ext/csrc/format/write_plan.h"
-#include "torch_ext/csrc/io/durable_file.h"
+#include "torch_ext/csrc/io/mapped_file.h"
 #include "torch_ext/csrc/pickle/unpickler.h"
 #include "torch_ext/csrc/state/select_keys.h"
 #include "torch_ext/csrc/state/state_value.h"
