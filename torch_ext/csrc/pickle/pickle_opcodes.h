@@ -39,6 +39,7 @@ enum Opcode : uint8_t {
   EMPTY_TUPLE = ')',
   // Protocol 2.
   PROTO = 0x80,
+  NEWOBJ = 0x81,
   TUPLE1 = 0x85,
   TUPLE2 = 0x86,
   TUPLE3 = 0x87,

@@ -2,17 +2,13 @@
 
 #include <algorithm>
 #include <cstring>
-#include <optional>
 #include <unordered_map>
 #include <utility>
-#include <vector>
 
-#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include "torch_ext/csrc/state/state_value.h"
 
-#include "dtypes.h"
 #include "pickle_opcodes.h"
 
 namespace torch_ext::detail {
@@ -20,40 +16,20 @@ namespace {
 
 using namespace pickle;
 
-// What a GLOBAL may name.
-enum class Global : uint8_t {
-  OrderedDict,
-  Size,
-  RebuildTensorV2,
-  RebuildTensorV3,
-  RebuildParameter,
-  StorageClass, // typed (dtype set) or UntypedStorage (no dtype)
-  Dtype,
-};
-
-struct Item {
-  enum class Kind : uint8_t {
-    Value,
-    Global,
-    Storage, // from a persistent id: `value` holds the c10::Storage
-    Arguments, // a tuple holding a global or a storage: REDUCE's and BINPERSID's
-  };
-  Kind kind = Kind::Value;
-  Global global = Global::OrderedDict;
-  std::optional<c10::ScalarType> dtype; // StorageClass, Dtype, Storage
-  c10::IValue value;
-  std::vector<Item> items; // Arguments
-};
-
-// Per container: how deep it nests, how many values a walk of it meets,
-// whether it is frozen (inside another container, so no longer changed),
-// and for an OrderedDict its attributes, marked once it is adopted.
-struct Shape {
-  size_t depth = 1;
-  uint64_t nodes = 1;
+// An item with how far it reaches; the stack and the memo share nodes, so a
+// memo get or a DUP copies a pointer, never what it points to.
+struct Node {
+  PickleItem item;
+  PickleShape shape;
+  // Put into a container, a tuple or a BUILD: changed no more, so that the
+  // shapes counted for it hold.
   bool frozen = false;
-  std::optional<c10::impl::GenericDict> ordered_dict_attributes;
 };
+using NodePtr = std::shared_ptr<Node>;
+
+bool is_container(const c10::IValue& value) {
+  return value.isList() || value.isGenericDict() || value.isTuple();
+}
 
 bool is_valid_utf8(std::string_view text) {
   size_t i = 0;
@@ -75,38 +51,25 @@ bool is_valid_utf8(std::string_view text) {
 
 class Unpickler {
  public:
-  Unpickler(std::string_view pickle, const LoadStorage& load_storage, const FailUnpickling& fail)
-      : pickle_(pickle),
-        load_storage_(load_storage),
-        fail_(fail),
-        node_limit_(uint64_t{64} * pickle.size() + (uint64_t{1} << 20)) {}
+  Unpickler(std::string_view pickle, PickleGlobals& globals, const FailUnpickling& fail)
+      : pickle_(pickle), globals_(globals), context_(fail, position_), node_budget_(node_budget(pickle.size())) {}
 
   c10::IValue run() {
     for (;;) {
       const uint8_t code = read_u8();
       if (code == STOP) {
         expect(stack_.size() == 1 && marks_.empty(), "STOP with " + std::to_string(stack_.size()) + " items on the stack");
-        c10::IValue result = value_of(pop(), "the pickled value");
-        Shape root;
-        adopt(root, c10::IValue(), result);
-        return result;
+        const NodePtr result = pop();
+        expect_value(*result, "the pickled value");
+        Node root;
+        adopt(root, *result); // settles it, as a container settles what it takes
+        return result->item.value;
       }
       step(code);
     }
   }
 
  private:
-  [[noreturn]] void fail(const std::string& what) {
-    fail_(what);
-    TORCH_INTERNAL_ASSERT(false, "FailUnpickling returned");
-  }
-
-  void expect(bool condition, const std::string& what) {
-    if (!condition) {
-      fail("malformed pickle at byte " + std::to_string(position_) + ": " + what);
-    }
-  }
-
   void step(uint8_t code) {
     switch (code) {
       case PROTO:
@@ -129,26 +92,26 @@ class Unpickler {
         stack_.push_back(stack_.back());
         return;
       case NONE:
-        push(c10::IValue());
+        push_value(c10::IValue());
         return;
       case NEWTRUE:
       case NEWFALSE:
-        push(c10::IValue(code == NEWTRUE));
+        push_value(c10::IValue(code == NEWTRUE));
         return;
       case BININT1:
-        push(c10::IValue(static_cast<int64_t>(read_le(1))));
+        push_value(c10::IValue(static_cast<int64_t>(read_le(1))));
         return;
       case BININT2:
-        push(c10::IValue(static_cast<int64_t>(read_le(2))));
+        push_value(c10::IValue(static_cast<int64_t>(read_le(2))));
         return;
       case BININT:
-        push(c10::IValue(static_cast<int64_t>(static_cast<int32_t>(read_le(4)))));
+        push_value(c10::IValue(static_cast<int64_t>(static_cast<int32_t>(read_le(4)))));
         return;
       case LONG1:
-        push(c10::IValue(read_long(read_u8())));
+        push_value(c10::IValue(read_long(read_u8())));
         return;
       case LONG4:
-        push(c10::IValue(read_long(read_le(4))));
+        push_value(c10::IValue(read_long(read_le(4))));
         return;
       case BINFLOAT: {
         uint64_t bits = 0;
@@ -157,7 +120,7 @@ class Unpickler {
         }
         double number;
         std::memcpy(&number, &bits, sizeof(number));
-        push(c10::IValue(number));
+        push_value(c10::IValue(number));
         return;
       }
       case SHORT_BINUNICODE:
@@ -170,10 +133,10 @@ class Unpickler {
         push_string(read_bytes(read_le(8)));
         return;
       case EMPTY_LIST:
-        push(new_container(c10::impl::GenericList(c10::AnyType::get())));
+        push_container(c10::impl::GenericList(c10::AnyType::get()));
         return;
       case EMPTY_DICT:
-        push(new_container(c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get())));
+        push_container(c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get()));
         return;
       case EMPTY_TUPLE:
         push_tuple(stack_.size());
@@ -192,11 +155,11 @@ class Unpickler {
       case LIST:
       case DICT: {
         const size_t mark = pop_mark();
-        c10::IValue container = new_container(
+        NodePtr container = container_node(
             code == LIST ? c10::IValue(c10::impl::GenericList(c10::AnyType::get()))
                          : c10::IValue(c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get())));
-        fill(container, mark);
-        push(std::move(container));
+        fill(*container, mark);
+        stack_.push_back(std::move(container));
         return;
       }
       case APPEND:
@@ -218,8 +181,8 @@ class Unpickler {
         return;
       }
       case STACK_GLOBAL: {
-        const std::string name = string_of(pop());
-        const std::string module = string_of(pop());
+        const std::string name = string_of(*pop());
+        const std::string module = string_of(*pop());
         push_global(module, name);
         return;
       }
@@ -240,13 +203,16 @@ class Unpickler {
         stack_.push_back(found->second);
         return;
       }
-      case BINPERSID:
-        push_storage(pop());
+      case BINPERSID: {
+        const NodePtr id = pop();
+        push_made(globals_.persistent_load(context_, id->item));
         return;
-      case REDUCE: {
-        Item arguments = pop();
-        Item callable = pop();
-        reduce(callable, arguments);
+      }
+      case REDUCE:
+      case NEWOBJ: {
+        const NodePtr arguments = pop();
+        const NodePtr callable = pop();
+        call(code, *callable, *arguments);
         return;
       }
       case BUILD:
@@ -257,8 +223,12 @@ class Unpickler {
         expect(
             false,
             "opcode 0x" + c10::str(std::hex, static_cast<int>(code)) +
-                " is not one torch.save writes for a state dict; loading runs no code");
+                " is not one the restricted unpickler reads; loading runs no code");
     }
+  }
+
+  void expect(bool condition, const std::string& what) const {
+    context_.expect(condition, what);
   }
 
   // Bytes.
@@ -307,22 +277,44 @@ class Unpickler {
 
   // The stack and the memo.
 
-  void push(c10::IValue value) {
-    Item item;
-    item.value = std::move(value);
-    stack_.push_back(std::move(item));
+  static NodePtr make_node(PickleItem item, PickleShape shape) {
+    auto node = std::make_shared<Node>();
+    node->item = std::move(item);
+    node->shape = shape;
+    return node;
+  }
+
+  static NodePtr container_node(c10::IValue container) {
+    return make_node(PickleItem{std::move(container), nullptr}, PickleShape{1, 1});
+  }
+
+  void push(PickleItem item, PickleShape shape) {
+    stack_.push_back(make_node(std::move(item), shape));
+  }
+
+  void push_value(c10::IValue value) {
+    push(PickleItem{std::move(value), nullptr}, PickleShape{});
+  }
+
+  void push_container(c10::IValue container) {
+    stack_.push_back(container_node(std::move(container)));
+  }
+
+  void push_made(Made made) {
+    check_shape(made.shape);
+    push(std::move(made.item), made.shape);
   }
 
   void push_string(std::string_view text) {
     expect(is_valid_utf8(text), "a string that is not valid UTF-8");
-    push(c10::IValue(std::string(text)));
+    push_value(c10::IValue(std::string(text)));
   }
 
-  Item pop() {
+  NodePtr pop() {
     expect(!stack_.empty() && (marks_.empty() || marks_.back() < stack_.size()), "a pop with no item above the MARK");
-    Item item = std::move(stack_.back());
+    NodePtr node = std::move(stack_.back());
     stack_.pop_back();
-    return item;
+    return node;
   }
 
   size_t pop_mark() {
@@ -337,344 +329,183 @@ class Unpickler {
     memo_.insert_or_assign(index, stack_.back());
   }
 
-  c10::IValue value_of(const Item& item, const std::string& what) {
-    expect(item.kind == Item::Kind::Value, what + " is a class, storage or argument list, not a value");
-    return item.value;
+  void expect_value(const Node& node, const std::string& what) {
+    expect(node.item.is_value(), what + " is a global, what a persistent id names or a tuple of arguments, not a value");
   }
 
-  std::string string_of(const Item& item) {
-    expect(item.kind == Item::Kind::Value && item.value.isString(), "expected a string");
-    return item.value.toStringRef();
+  std::string string_of(const Node& node) {
+    expect(node.item.is_value() && node.item.value.isString(), "expected a string");
+    return node.item.value.toStringRef();
   }
 
-  // Containers. Every one made is kept until the end, so that no address
-  // in shapes_ is reused.
+  // Shapes.
 
-  c10::IValue new_container(c10::IValue container, Shape shape = {}) {
-    shapes_.insert_or_assign(container.internalToPointer(), std::move(shape));
-    made_.push_back(container);
-    return container;
-  }
-
-  static bool is_container(const c10::IValue& value) {
-    return value.isList() || value.isGenericDict() || value.isTuple();
-  }
-
-  Shape& shape_of(const c10::IValue& container) {
-    return shapes_.at(container.internalToPointer());
-  }
-
-  // Accounts for `child` going into `parent_value` (None: a new tuple, or
-  // the result), whose shape is `parent`. The child is frozen from then on.
-  void adopt(Shape& parent, const c10::IValue& parent_value, const c10::IValue& child) {
-    if (!is_container(child)) {
-      parent.nodes += 1;
-    } else {
-      expect(
-          parent_value.isNone() || child.internalToPointer() != parent_value.internalToPointer(),
-          "a container put into itself");
-      Shape& shape = shape_of(child);
-      if (child.isGenericDict() && !shape.frozen) { // complete from here on
-        c10::impl::GenericDict dict = child.toGenericDict();
-        settle_key_type(dict);
-        if (shape.ordered_dict_attributes) {
-          mark_ordered_dict(dict, *shape.ordered_dict_attributes);
-        }
-      }
-      shape.frozen = true;
-      parent.depth = std::max(parent.depth, shape.depth + 1);
-      parent.nodes += shape.nodes;
-    }
-    expect(parent.depth <= kMaxDepth, "values nested deeper than " + std::to_string(kMaxDepth) + " levels");
+  void check_shape(const PickleShape& shape) {
+    expect(shape.depth <= kMaxDepth, "values nested deeper than " + std::to_string(kMaxDepth) + " levels");
     expect(
-        parent.nodes <= node_limit_,
-        "shared references expand the value to more than " + std::to_string(node_limit_) + " values");
+        shape.nodes <= node_budget_,
+        "shared references expand the value to more than " + std::to_string(node_budget_) + " values");
+  }
+
+  // Accounts for `child` going into `parent` (a container, a tuple, the
+  // target of a BUILD, the root), and freezes the child: a dict is complete
+  // from here on.
+  void adopt(Node& parent, Node& child) {
+    expect(
+        &parent != &child &&
+            !(is_container(child.item.value) && is_container(parent.item.value) &&
+              child.item.value.internalToPointer() == parent.item.value.internalToPointer()),
+        "a container put into itself");
+    if (!child.frozen) {
+      child.frozen = true;
+      if (child.item.value.isGenericDict()) {
+        c10::impl::GenericDict dict = child.item.value.toGenericDict();
+        settle_key_type(dict);
+      }
+    }
+    parent.shape.depth = std::max(parent.shape.depth, child.shape.depth + 1);
+    parent.shape.nodes += child.shape.nodes;
+    check_shape(parent.shape);
   }
 
   // TUPLE*: the items from `first` on. A tuple of values is a value; one
-  // holding a global or a storage is an argument list.
+  // holding an object is a PickleTuple.
   void push_tuple(size_t first) {
     expect(first <= stack_.size() && (marks_.empty() || marks_.back() <= first), "too few items for a tuple");
-    const bool values = std::all_of(
-        stack_.begin() + static_cast<std::ptrdiff_t>(first), stack_.end(), [](const Item& item) {
-          return item.kind == Item::Kind::Value;
-        });
-    if (!values) {
-      Item arguments;
-      arguments.kind = Item::Kind::Arguments;
-      arguments.items.assign(
-          std::make_move_iterator(stack_.begin() + static_cast<std::ptrdiff_t>(first)),
-          std::make_move_iterator(stack_.end()));
-      stack_.resize(first);
-      stack_.push_back(std::move(arguments));
-      return;
-    }
-    std::vector<c10::IValue> items;
-    items.reserve(stack_.size() - first);
-    Shape shape;
-    for (size_t i = first; i < stack_.size(); ++i) {
-      adopt(shape, c10::IValue(), stack_[i].value);
-      items.push_back(std::move(stack_[i].value));
+    const auto begin = stack_.begin() + static_cast<std::ptrdiff_t>(first);
+    const bool values = std::all_of(begin, stack_.end(), [](const NodePtr& node) { return node->item.is_value(); });
+    NodePtr tuple = container_node(c10::IValue());
+    if (values) {
+      std::vector<c10::IValue> items;
+      items.reserve(stack_.size() - first);
+      for (auto it = begin; it != stack_.end(); ++it) {
+        adopt(*tuple, **it);
+        items.push_back((*it)->item.value);
+      }
+      tuple->item.value = c10::ivalue::Tuple::create(std::move(items));
+    } else {
+      auto arguments = std::make_shared<PickleTuple>();
+      arguments->items.reserve(stack_.size() - first);
+      for (auto it = begin; it != stack_.end(); ++it) {
+        arguments->items.push_back((*it)->item);
+      }
+      tuple->item.object = std::move(arguments);
     }
     stack_.resize(first);
-    push(new_container(c10::ivalue::Tuple::create(std::move(items)), shape));
+    stack_.push_back(std::move(tuple));
   }
 
   // APPEND(S) and SETITEM(S): the items from `first` on go into the list or
   // dict just below them.
   void fill_below(size_t first) {
     expect(first >= 1 && first <= stack_.size(), "no list or dict below the items");
-    const c10::IValue container = value_of(stack_[first - 1], "the target of APPEND or SETITEM");
-    expect(container.isList() || container.isGenericDict(), "APPEND or SETITEM on a value that is no list or dict");
-    fill(container, first);
+    const NodePtr container = stack_[first - 1];
+    expect_value(*container, "the target of APPEND or SETITEM");
+    fill(*container, first);
   }
 
-  void fill(const c10::IValue& container, size_t first) {
-    Shape& shape = shape_of(container);
-    expect(!shape.frozen, "a container changed after it was put into another");
-    if (container.isList()) {
-      c10::impl::GenericList list = container.toList();
+  void fill(Node& container, size_t first) {
+    const c10::IValue& value = container.item.value;
+    expect(value.isList() || value.isGenericDict(), "APPEND or SETITEM on a value that is no list or dict");
+    expect(!container.frozen, "a container changed after it was put into another");
+    if (value.isList()) {
+      c10::impl::GenericList list = value.toList();
       for (size_t i = first; i < stack_.size(); ++i) {
-        c10::IValue item = value_of(stack_[i], "a list item");
-        adopt(shape, container, item);
-        list.push_back(std::move(item));
+        Node& item = *stack_[i];
+        expect_value(item, "a list item");
+        adopt(container, item);
+        list.push_back(item.item.value);
       }
     } else {
       expect((stack_.size() - first) % 2 == 0, "SETITEMS with a key and no value");
-      c10::impl::GenericDict dict = container.toGenericDict();
+      c10::impl::GenericDict dict = value.toGenericDict();
       for (size_t i = first; i < stack_.size(); i += 2) {
-        c10::IValue key = value_of(stack_[i], "a dict key");
-        expect(is_valid_key(key), std::string("a dict key of type ") + key.tagKind() + "; keys are str, int, float or bool");
-        c10::IValue value = value_of(stack_[i + 1], "a dict value");
-        adopt(shape, container, value);
-        dict.insert_or_assign(std::move(key), std::move(value));
+        Node& key = *stack_[i];
+        Node& item = *stack_[i + 1];
+        expect_value(key, "a dict key");
+        globals_.check_key(context_, key.item.value);
+        expect_value(item, "a dict value");
+        adopt(container, item);
+        dict.insert_or_assign(key.item.value, item.item.value);
       }
     }
     stack_.resize(first);
   }
 
-  // Globals, persistent ids, REDUCE and BUILD.
+  // Globals, calls and BUILD.
 
   void push_global(const std::string& module, const std::string& name) {
-    Item item;
-    item.kind = Item::Kind::Global;
-    if (module == "collections" && name == "OrderedDict") {
-      item.global = Global::OrderedDict;
-    } else if (module == "torch" && name == "Size") {
-      item.global = Global::Size;
-    } else if (module == "torch._utils" && name == "_rebuild_tensor_v2") {
-      item.global = Global::RebuildTensorV2;
-    } else if (module == "torch._utils" && name == "_rebuild_tensor_v3") {
-      item.global = Global::RebuildTensorV3;
-    } else if (module == "torch._utils" && name == "_rebuild_parameter") {
-      item.global = Global::RebuildParameter;
-    } else if (module == "torch.storage" && name == "UntypedStorage") {
-      item.global = Global::StorageClass;
-    } else if (module == "torch" && dtype_from_storage_class(name)) {
-      item.global = Global::StorageClass;
-      item.dtype = dtype_from_storage_class(name);
-    } else if (module == "torch" && dtype_from_python_name(name)) {
-      item.global = Global::Dtype;
-      item.dtype = dtype_from_python_name(name);
+    push(PickleItem{c10::IValue(), globals_.global(context_, module, name)}, PickleShape{});
+  }
+
+  void call(uint8_t code, const Node& callable, const Node& arguments) {
+    const std::string opcode = code == REDUCE ? "REDUCE" : "NEWOBJ";
+    expect(!callable.item.is_value(), opcode + " of a value that is no function or class");
+    std::vector<PickleItem> items;
+    if (const auto* tuple = arguments.item.as<PickleTuple>()) {
+      items = tuple->items;
     } else {
-      fail(
-          "its pickle names the global '" + module + "." + name +
-          "', which a checkpoint may not hold; loading runs no code, and allows only torch's tensor rebuild "
-          "functions, storage classes and dtypes, collections.OrderedDict and torch.Size");
-    }
-    stack_.push_back(std::move(item));
-  }
-
-  bool is_value(const Item& item, bool (c10::IValue::*test)() const) const {
-    return item.kind == Item::Kind::Value && (item.value.*test)();
-  }
-
-  // ('storage', <storage class>, key, location, numel). The location is
-  // not read: loading maps every storage onto the CPU.
-  void push_storage(const Item& id) {
-    expect(id.kind == Item::Kind::Arguments && id.items.size() == 5, "a persistent id that is not a storage");
-    const std::vector<Item>& fields = id.items;
-    expect(
-        is_value(fields[0], &c10::IValue::isString) && fields[0].value.toStringRef() == "storage" &&
-            fields[1].kind == Item::Kind::Global && fields[1].global == Global::StorageClass &&
-            is_value(fields[2], &c10::IValue::isString) && is_value(fields[4], &c10::IValue::isInt),
-        "a malformed storage id");
-    const std::string& key = fields[2].value.toStringRef();
-    auto [cached, added] = storages_.try_emplace(key);
-    if (added) {
-      cached->second = load_storage_(key);
-    }
-    const c10::Storage& storage = cached->second;
-    const std::optional<c10::ScalarType> dtype = fields[1].dtype;
-    const uint64_t item_size = dtype ? c10::elementSize(*dtype) : 1;
-    const int64_t numel = fields[4].value.toInt();
-    expect(
-        numel >= 0 && storage.nbytes() % item_size == 0 && static_cast<uint64_t>(numel) == storage.nbytes() / item_size,
-        "storage '" + key + "' claims " + std::to_string(numel) + " elements of " + std::to_string(item_size) +
-            " bytes; its record holds " + std::to_string(storage.nbytes()) + " bytes");
-    Item item;
-    item.kind = Item::Kind::Storage;
-    item.dtype = dtype;
-    item.value = c10::IValue(storage);
-    stack_.push_back(std::move(item));
-  }
-
-  void reduce(const Item& callable, const Item& arguments_item) {
-    expect(callable.kind == Item::Kind::Global, "REDUCE of a value that is no function or class");
-    std::vector<Item> arguments;
-    if (arguments_item.kind == Item::Kind::Arguments) {
-      arguments = arguments_item.items;
-    } else {
-      expect(is_value(arguments_item, &c10::IValue::isTuple), "REDUCE with arguments that are no tuple");
-      for (const c10::IValue& value : arguments_item.value.toTupleRef().elements()) {
-        Item item;
-        item.value = value;
-        arguments.push_back(std::move(item));
+      expect(arguments.item.is_value() && arguments.item.value.isTuple(), opcode + " with arguments that are no tuple");
+      for (const c10::IValue& value : arguments.item.value.toTupleRef().elements()) {
+        items.push_back(PickleItem{value, nullptr});
       }
     }
-    switch (callable.global) {
-      case Global::OrderedDict: {
-        expect(arguments.empty(), "OrderedDict() with arguments");
-        Shape shape;
-        shape.ordered_dict_attributes = c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
-        push(new_container(c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get()), std::move(shape)));
-        return;
-      }
-      case Global::Size: {
-        expect(arguments.size() == 1 && is_value(arguments[0], &c10::IValue::isTuple), "torch.Size() without a tuple");
-        const auto& sizes = arguments[0].value.toTupleRef().elements();
-        expect(
-            std::all_of(sizes.begin(), sizes.end(), [](const c10::IValue& size) { return size.isInt(); }),
-            "torch.Size() of a value that is no int");
-        c10::IValue tuple(c10::ivalue::Tuple::create(std::vector<c10::IValue>(sizes.begin(), sizes.end())));
-        mark_size(tuple);
-        Shape shape;
-        shape.nodes += sizes.size();
-        push(new_container(std::move(tuple), shape));
-        return;
-      }
-      case Global::RebuildTensorV2:
-      case Global::RebuildTensorV3:
-        push(rebuild_tensor(callable.global == Global::RebuildTensorV3, arguments));
-        return;
-      case Global::RebuildParameter: {
-        // (data, requires_grad, backward_hooks): a Parameter; we keep its data.
-        expect(
-            arguments.size() == 3 && is_value(arguments[0], &c10::IValue::isTensor) &&
-                is_value(arguments[1], &c10::IValue::isBool),
-            "a malformed _rebuild_parameter");
-        at::Tensor data = arguments[0].value.toTensor().detach();
-        data.set_requires_grad(arguments[1].value.toBool());
-        push(std::move(data));
-        return;
-      }
-      case Global::StorageClass:
-      case Global::Dtype:
-        expect(false, "a storage class or dtype called as a function");
-    }
+    push_made(
+        code == REDUCE ? globals_.reduce(context_, *callable.item.object, items)
+                       : globals_.new_object(context_, *callable.item.object, items));
   }
 
-  std::vector<int64_t> int_tuple(const Item& item, const char* what) {
-    expect(is_value(item, &c10::IValue::isTuple), std::string("a tensor whose ") + what + " is no tuple");
-    std::vector<int64_t> values;
-    for (const c10::IValue& value : item.value.toTupleRef().elements()) {
-      expect(value.isInt() && value.toInt() >= 0, std::string("a tensor whose ") + what + " holds no int >= 0");
-      values.push_back(value.toInt());
-    }
-    return values;
-  }
-
-  // (storage, storage_offset, size, stride, requires_grad, backward_hooks
-  //  [, dtype: v3 only][, metadata])
-  c10::IValue rebuild_tensor(bool v3, const std::vector<Item>& arguments) {
-    const size_t required = v3 ? 7 : 6;
-    expect(arguments.size() == required || arguments.size() == required + 1, "a tensor with the wrong arguments");
-    expect(arguments[0].kind == Item::Kind::Storage, "a tensor without a storage");
-    expect(is_value(arguments[1], &c10::IValue::isInt) && arguments[1].value.toInt() >= 0, "a tensor offset that is no int >= 0");
-    const std::vector<int64_t> sizes = int_tuple(arguments[2], "size");
-    const std::vector<int64_t> strides = int_tuple(arguments[3], "stride");
-    expect(sizes.size() == strides.size(), "a tensor whose size and stride differ in length");
-    expect(is_value(arguments[4], &c10::IValue::isBool), "a tensor whose requires_grad is no bool");
-    expect(
-        is_value(arguments[5], &c10::IValue::isGenericDict) && arguments[5].value.toGenericDict().empty(),
-        "a tensor with backward hooks");
-    if (arguments.size() == required + 1) {
-      const Item& metadata = arguments[required];
-      expect(
-          metadata.kind == Item::Kind::Value &&
-              (metadata.value.isNone() || (metadata.value.isGenericDict() && metadata.value.toGenericDict().empty())),
-          "a tensor with metadata");
-    }
-    std::optional<c10::ScalarType> dtype = arguments[0].dtype;
-    if (v3) {
-      const Item& named = arguments[6];
-      expect(named.kind == Item::Kind::Global && named.global == Global::Dtype, "a _rebuild_tensor_v3 without a dtype");
-      expect(!dtype || dtype == named.dtype, "a tensor whose dtype differs from its storage's");
-      dtype = named.dtype;
-    }
-    expect(dtype.has_value(), "a _rebuild_tensor_v2 over an untyped storage");
-
-    // The elements it reaches must lie in its storage (an empty tensor
-    // reaches none).
-    const c10::Storage storage = arguments[0].value.toStorage();
-    const auto offset = static_cast<uint64_t>(arguments[1].value.toInt());
-    if (std::find(sizes.begin(), sizes.end(), 0) == sizes.end()) {
-      const uint64_t capacity = storage.nbytes() / c10::elementSize(*dtype);
-      expect(offset < capacity, "a tensor that starts past the end of its storage");
-      uint64_t last = offset;
-      for (size_t i = 0; i < sizes.size(); ++i) {
-        const auto extent = static_cast<uint64_t>(sizes[i] - 1);
-        const auto stride = static_cast<uint64_t>(strides[i]);
-        expect(stride == 0 || extent <= (capacity - 1 - last) / stride, "a tensor larger than its storage");
-        last += extent * stride;
-      }
-    }
-
-    at::Tensor tensor = at::empty({0}, at::TensorOptions().dtype(*dtype));
-    tensor.set_(storage, static_cast<int64_t>(offset), sizes, strides);
-    tensor.set_requires_grad(arguments[4].value.toBool());
-    return tensor;
-  }
-
-  void build(const Item& state) {
+  void build(const NodePtr& state) {
     expect(!stack_.empty(), "BUILD on an empty stack");
-    const c10::IValue target = value_of(stack_.back(), "the target of BUILD");
-    const c10::IValue attributes = value_of(state, "the state of BUILD");
-    expect(target.isGenericDict(), "BUILD on a value that is no OrderedDict");
-    Shape& shape = shape_of(target);
-    expect(shape.ordered_dict_attributes.has_value(), "BUILD on a value that is no OrderedDict");
-    expect(!shape.frozen, "a container changed after it was put into another");
-    expect(attributes.isGenericDict(), "BUILD of an OrderedDict with a state that is no dict");
-    // Walks meet the attributes as a dict inside the OrderedDict.
-    Shape dict;
-    for (const auto& entry : attributes.toGenericDict()) {
-      expect(entry.key().isString(), "an OrderedDict attribute whose name is no str");
-      adopt(dict, target, entry.value());
-      shape.ordered_dict_attributes->insert_or_assign(entry.key(), entry.value());
-    }
-    shape.depth = std::max(shape.depth, dict.depth + 1);
-    shape.nodes += dict.nodes;
-    expect(shape.depth <= kMaxDepth, "values nested deeper than " + std::to_string(kMaxDepth) + " levels");
-    expect(shape.nodes <= node_limit_, "shared references expand the value too far");
+    Node& target = *stack_.back();
+    expect(!target.frozen, "a container changed after it was put into another");
+    globals_.build(context_, target.item, state->item);
+    // Walks meet the state inside its target.
+    adopt(target, *state);
   }
 
   std::string_view pickle_;
   size_t position_ = 0;
-  const LoadStorage& load_storage_;
-  const FailUnpickling& fail_;
-  const uint64_t node_limit_;
-  std::vector<Item> stack_;
+  PickleGlobals& globals_;
+  const PickleContext context_;
+  const uint64_t node_budget_;
+  std::vector<NodePtr> stack_;
   std::vector<size_t> marks_;
-  std::unordered_map<uint64_t, Item> memo_;
-  std::unordered_map<const void*, Shape> shapes_;
-  std::vector<c10::IValue> made_;
-  std::unordered_map<std::string, c10::Storage> storages_;
+  std::unordered_map<uint64_t, NodePtr> memo_;
 };
 
 } // namespace
 
-c10::IValue unpickle_state(std::string_view pickle, const LoadStorage& load_storage, const FailUnpickling& fail) {
-  return Unpickler(pickle, load_storage, fail).run();
+void PickleContext::expect(bool condition, const std::string& what) const {
+  if (!condition) {
+    fail("malformed pickle at byte " + std::to_string(position_) + ": " + what);
+  }
+}
+
+void PickleContext::fail(const std::string& what) const {
+  fail_(what);
+  TORCH_INTERNAL_ASSERT(false, "FailUnpickling returned");
+}
+
+uint64_t node_budget(size_t pickle_size) {
+  return uint64_t{64} * pickle_size + (uint64_t{1} << 20);
+}
+
+Made PickleGlobals::new_object(
+    const PickleContext& context,
+    const PickleObject& /*cls*/,
+    const std::vector<PickleItem>& /*arguments*/) {
+  context.expect(false, "NEWOBJ (a class instantiated), which this file may not hold; loading runs no code");
+  return {};
+}
+
+Made PickleGlobals::persistent_load(const PickleContext& context, const PickleItem& /*id*/) {
+  context.expect(false, "a persistent id, which this file may not hold");
+  return {};
+}
+
+c10::IValue unpickle(std::string_view pickle, PickleGlobals& globals, const FailUnpickling& fail) {
+  return Unpickler(pickle, globals, fail).run();
 }
 
 } // namespace torch_ext::detail

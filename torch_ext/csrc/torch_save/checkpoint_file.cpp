@@ -10,7 +10,7 @@
 
 #include "torch_ext/csrc/format/write_plan.h"
 #include "torch_ext/csrc/io/mapped_file.h"
-#include "torch_ext/csrc/pickle/unpickler.h"
+#include "torch_ext/csrc/pickle/torch_globals.h"
 #include "torch_ext/csrc/state/select_keys.h"
 #include "torch_ext/csrc/state/state_value.h"
 
