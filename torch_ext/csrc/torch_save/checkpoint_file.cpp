@@ -4,9 +4,9 @@
 
 #include <c10/util/Exception.h>
 
+#include "torch_ext/csrc/format/read_checkpoint_path.h"
 #include "torch_ext/csrc/format/write_plan.h"
 
-#include "checkpoint_file_reader.h"
 #include "torch_save_format.h"
 
 namespace torch_ext {
@@ -18,7 +18,7 @@ void write_checkpoint_file(const std::string& file, const c10::IValue& state_dic
 }
 
 c10::IValue read_checkpoint_file(const std::string& file, const ReadOptions& options) {
-  return detail::read_torch_save_file(file, options);
+  return detail::read_checkpoint_path(file, options);
 }
 
 std::string checkpoint_file_path(const std::string& path, int64_t rank) {
