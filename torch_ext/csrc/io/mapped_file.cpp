@@ -12,6 +12,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "file_type.h"
+
 namespace torch_ext::detail {
 namespace {
 
@@ -22,7 +24,9 @@ std::string error_text(int error) {
 } // namespace
 
 std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Non-blocking, so that opening a FIFO or a device returns at once, to be
+  // refused below; it changes nothing for a regular file.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
   TORCH_CHECK(fd >= 0, "cannot open the checkpoint file '", path, "': ", error_text(errno));
   struct stat status {};
   const bool stated = ::fstat(fd, &status) == 0;
@@ -30,7 +34,8 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   if (!stated || !S_ISREG(status.st_mode)) {
     ::close(fd);
     TORCH_CHECK(stated, "cannot stat the checkpoint file '", path, "': ", error_text(stat_error));
-    TORCH_CHECK(false, "the checkpoint file '", path, "' is not a regular file");
+    TORCH_CHECK(
+        false, "the checkpoint file '", path, "' is ", describe_file_type(status.st_mode), ", not a regular file");
   }
   const auto size = static_cast<uint64_t>(status.st_size);
   void* data = nullptr;

@@ -12,7 +12,8 @@ namespace torch_ext::detail {
 // when the last one goes.
 class MappedFile {
  public:
-  // Throws, naming the file, if it cannot be opened or mapped.
+  // Throws, naming the file, if it cannot be opened or mapped, or is no
+  // regular file (a FIFO, a device: opening one never blocks).
   static std::shared_ptr<const MappedFile> open(const std::string& path);
   MappedFile(const MappedFile&) = delete;
   MappedFile& operator=(const MappedFile&) = delete;
