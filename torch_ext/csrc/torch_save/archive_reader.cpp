@@ -23,6 +23,7 @@ std::string hex(uint32_t value) {
 
 ArchiveReader::ArchiveReader(std::shared_ptr<const MappedFile> file) : file_(std::move(file)) {
   read_central_directory();
+  resolve_names();
 }
 
 void ArchiveReader::fail(const std::string& what) const {
@@ -125,28 +126,57 @@ void ArchiveReader::read_central_directory() {
     records_.push_back(Record{std::move(name), header_offset, uncompressed, crc});
     at += entry_size;
   }
+}
 
-  // torch.save puts every record in one folder, named after the file.
-  const auto pickle = std::find_if(records_.begin(), records_.end(), [](const Record& record) {
-    const size_t slash = record.name.find('/');
-    return slash != std::string::npos && record.name.compare(slash, std::string::npos, "/data.pkl") == 0;
-  });
-  if (pickle == records_.end()) {
-    fail("it has no data.pkl record, which torch.save writes");
+// Which record a name resolves to, one rule for the whole archive, so that
+// no record is read by us and another by torch.load: every record lies in
+// the folder of the first (torch.load requires it too); no two names are
+// equal ignoring ASCII case (torch.load looks names up ignoring case, and
+// finds the last one listed: such an archive is refused); so a name resolves
+// to the one record that has it, ignoring case, as in torch.load. Each
+// record's local header must name it too (data_offset).
+void ArchiveReader::resolve_names() {
+  if (records_.empty()) {
+    fail("it holds no records; torch.save writes a data.pkl record and one per storage");
   }
-  folder_ = pickle->name.substr(0, pickle->name.find('/') + 1);
-  for (Record& record : records_) {
-    if (record.name.compare(0, folder_.size(), folder_) == 0) {
-      record.name.erase(0, folder_.size());
+  const std::string first = records_.front().name;
+  const size_t slash = first.find('/');
+  if (slash == std::string::npos) {
+    fail("its first record '" + first + "' is in no folder; torch.save writes every record in one folder");
+  }
+  folder_ = first.substr(0, slash + 1);
+  for (size_t i = 0; i < records_.size(); ++i) {
+    Record& record = records_[i];
+    if (record.name.compare(0, folder_.size(), folder_) != 0) {
+      fail(
+          "record '" + record.name + "' is outside the folder '" + folder_ + "' that its first record '" + first +
+          "' puts the archive in; torch.save writes every record in one folder");
+    }
+    record.name.erase(0, folder_.size());
+    const auto [found, added] = index_.emplace(lookup_key(record.name), i);
+    if (!added) {
+      fail(
+          "records '" + folder_ + records_[found->second].name + "' and '" + folder_ + record.name +
+          "' have the same name (torch.load ignores case in names, and would read the last of them)");
     }
   }
-  for (size_t i = 0; i < records_.size(); ++i) {
-    index_.emplace(records_[i].name, i);
+  if (find("data.pkl") == nullptr) {
+    fail("it has no data.pkl record, which torch.save writes");
   }
 }
 
+std::string ArchiveReader::lookup_key(std::string_view name) {
+  std::string key(name);
+  for (char& c : key) {
+    if (c >= 'A' && c <= 'Z') {
+      c = static_cast<char>(c - 'A' + 'a');
+    }
+  }
+  return key;
+}
+
 const ArchiveReader::Record* ArchiveReader::find(std::string_view name) const {
-  const auto found = index_.find(name);
+  const auto found = index_.find(lookup_key(name));
   return found == index_.end() ? nullptr : &records_[found->second];
 }
 
@@ -156,9 +186,15 @@ uint64_t ArchiveReader::data_offset(const Record& record) const {
   if (file_->size() - at < zip::kLocalHeaderSize || zip::read_le(data + at, 4) != zip::kLocalHeaderSignature) {
     fail("the local header of record '" + record.name + "' is damaged");
   }
-  const uint64_t offset = at + zip::kLocalHeaderSize + zip::read_le(data + at + 26, 2) + zip::read_le(data + at + 28, 2);
+  const uint64_t name_size = zip::read_le(data + at + 26, 2);
+  const uint64_t offset = at + zip::kLocalHeaderSize + name_size + zip::read_le(data + at + 28, 2);
   if (offset > file_->size() || record.size > file_->size() - offset) {
     fail("record '" + record.name + "' runs past the end of the file (truncated?)");
+  }
+  const std::string_view local_name(reinterpret_cast<const char*>(data + at + zip::kLocalHeaderSize), name_size);
+  const std::string name = folder_ + record.name;
+  if (local_name != name) {
+    fail("the local header of record '" + name + "' names it '" + std::string(local_name) + "'");
   }
   return offset;
 }
