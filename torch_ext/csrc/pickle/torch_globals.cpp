@@ -1,11 +1,13 @@
 #include "torch_globals.h"
 
 #include <algorithm>
+#include <limits>
 #include <optional>
 #include <utility>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <c10/util/safe_numerics.h>
 
 #include <torch_ext/checkpoint_values.h>
 
@@ -28,18 +30,37 @@ enum class Global : uint8_t {
 };
 
 struct TorchGlobal final : PickleObject {
-  TorchGlobal(Global global, std::optional<c10::ScalarType> dtype) : global(global), dtype(dtype) {}
+  TorchGlobal(Global global, std::string name, std::optional<c10::ScalarType> dtype)
+      : global(global), name(std::move(name)), dtype(dtype) {}
   Global global;
+  std::string name; // `module.name`
   std::optional<c10::ScalarType> dtype; // StorageClass, Dtype
 };
 
-// What a persistent id names: a storage, typed by its class (or untyped).
+// What a persistent id names: the storage of record `data/<key>`, typed by
+// its class (or untyped).
 struct StorageObject final : PickleObject {
-  StorageObject(c10::Storage storage, std::optional<c10::ScalarType> dtype)
-      : storage(std::move(storage)), dtype(dtype) {}
+  StorageObject(std::string key, c10::Storage storage, std::optional<c10::ScalarType> dtype)
+      : key(std::move(key)), storage(std::move(storage)), dtype(dtype) {}
+  std::string key;
   c10::Storage storage;
   std::optional<c10::ScalarType> dtype;
 };
+
+// Runs `construct`, which builds a tensor; what torch refuses of it fails
+// the load naming the file, as every other error does.
+template <typename Construct>
+void build_tensor(const PickleContext& context, const std::string& what, Construct&& construct) {
+  try {
+    construct();
+  } catch (const c10::Error& error) {
+    context.malformed(what + ", which torch refuses: " + error.what_without_backtrace());
+  }
+}
+
+std::string describe_tensor(c10::ScalarType dtype, bool requires_grad) {
+  return std::string("a tensor of dtype ") + c10::toString(dtype) + (requires_grad ? " with requires_grad=True" : "");
+}
 
 bool is_value(const PickleItem& item, bool (c10::IValue::*test)() const) {
   return item.is_value() && (item.value.*test)();
@@ -51,10 +72,14 @@ const TorchGlobal* global_of(const PickleItem& item, Global global) {
 }
 
 std::vector<int64_t> int_tuple(const PickleContext& context, const PickleItem& item, const char* what) {
-  context.expect(is_value(item, &c10::IValue::isTuple), std::string("a tensor whose ") + what + " is no tuple");
+  if (!is_value(item, &c10::IValue::isTuple)) {
+    context.malformed(std::string("a tensor whose ") + what + " is no tuple");
+  }
   std::vector<int64_t> values;
   for (const c10::IValue& value : item.value.toTupleRef().elements()) {
-    context.expect(value.isInt() && value.toInt() >= 0, std::string("a tensor whose ") + what + " holds no int >= 0");
+    if (!value.isInt() || value.toInt() < 0) {
+      context.malformed(std::string("a tensor whose ") + what + " holds no int >= 0");
+    }
     values.push_back(value.toInt());
   }
   return values;
@@ -68,8 +93,8 @@ std::shared_ptr<const PickleObject> TorchGlobals::global(
     const PickleContext& context,
     const std::string& module,
     const std::string& name) {
-  const auto make = [](Global global, std::optional<c10::ScalarType> dtype = std::nullopt) {
-    return std::make_shared<const TorchGlobal>(global, dtype);
+  const auto make = [&](Global global, std::optional<c10::ScalarType> dtype = std::nullopt) {
+    return std::make_shared<const TorchGlobal>(global, module + "." + name, dtype);
   };
   if (module == "collections" && name == "OrderedDict") {
     return make(Global::OrderedDict);
@@ -134,8 +159,11 @@ Made TorchGlobals::reduce(const PickleContext& context, const PickleObject& call
           arguments.size() == 3 && is_value(arguments[0], &c10::IValue::isTensor) &&
               is_value(arguments[1], &c10::IValue::isBool),
           "a malformed _rebuild_parameter");
+      const bool requires_grad = arguments[1].value.toBool();
       at::Tensor data = arguments[0].value.toTensor().detach();
-      data.set_requires_grad(arguments[1].value.toBool());
+      build_tensor(context, "a Parameter of " + describe_tensor(data.scalar_type(), requires_grad), [&] {
+        data.set_requires_grad(requires_grad);
+      });
       return Made{PickleItem{std::move(data), nullptr}, PickleShape{}};
     }
     case Global::StorageClass:
@@ -178,6 +206,24 @@ Made TorchGlobals::rebuild_tensor(const PickleContext& context, bool v3, const s
     dtype = named->dtype;
   }
   context.expect(dtype.has_value(), "a _rebuild_tensor_v2 over an untyped storage");
+  // torch.save views a storage with one dtype; another would read its bytes
+  // as something else.
+  const auto [first_dtype, first_use] = tensor_dtypes_.try_emplace(storage_object->key, *dtype);
+  if (!first_use && first_dtype->second != *dtype) {
+    context.malformed(
+        "storage '" + storage_object->key + "' is viewed as " + c10::toString(first_dtype->second) + " and as " +
+        c10::toString(*dtype) + "; torch.save gives a storage one dtype");
+  }
+  // The product of the sizes, as c10 computes it (a size of 0 after an
+  // overflow does not undo it).
+  uint64_t numel = 1;
+  bool overflows = false;
+  for (const int64_t size : sizes) {
+    overflows |= c10::mul_overflows(numel, static_cast<uint64_t>(size), &numel);
+  }
+  context.expect(
+      !overflows && numel <= static_cast<uint64_t>(std::numeric_limits<int64_t>::max()),
+      "a tensor of more than 2**63 - 1 elements");
 
   // The elements it reaches must lie in its storage (an empty tensor
   // reaches none).
@@ -195,9 +241,13 @@ Made TorchGlobals::rebuild_tensor(const PickleContext& context, bool v3, const s
     }
   }
 
-  at::Tensor tensor = at::empty({0}, at::TensorOptions().dtype(*dtype));
-  tensor.set_(storage, static_cast<int64_t>(offset), sizes, strides);
-  tensor.set_requires_grad(arguments[4].value.toBool());
+  const bool requires_grad = arguments[4].value.toBool();
+  at::Tensor tensor;
+  build_tensor(context, describe_tensor(*dtype, requires_grad), [&] {
+    tensor = at::empty({0}, at::TensorOptions().dtype(*dtype));
+    tensor.set_(storage, static_cast<int64_t>(offset), sizes, strides);
+    tensor.set_requires_grad(requires_grad);
+  });
   return Made{PickleItem{std::move(tensor), nullptr}, PickleShape{}};
 }
 
@@ -228,21 +278,31 @@ Made TorchGlobals::persistent_load(const PickleContext& context, const PickleIte
   const std::string& key = fields[2].value.toStringRef();
   auto [cached, added] = storages_.try_emplace(key);
   if (added) {
-    cached->second = load_storage_(key);
+    cached->second = {load_storage_(key), storage_class->name};
   }
-  const c10::Storage& storage = cached->second;
+  // torch.load types a storage by its first use: another class for it is
+  // read one way by torch.load and another by a reader that follows it.
+  if (cached->second.storage_class != storage_class->name) {
+    context.malformed(
+        "storage '" + key + "' is used as " + cached->second.storage_class + " and as " + storage_class->name +
+        "; torch.save gives a storage one class, and torch.load would read it as its first use's");
+  }
+  const c10::Storage& storage = cached->second.storage;
   const std::optional<c10::ScalarType> dtype = storage_class->dtype;
   const uint64_t item_size = dtype ? c10::elementSize(*dtype) : 1;
   const int64_t numel = fields[4].value.toInt();
-  context.expect(
-      numel >= 0 && storage.nbytes() % item_size == 0 && static_cast<uint64_t>(numel) == storage.nbytes() / item_size,
-      "storage '" + key + "' claims " + std::to_string(numel) + " elements of " + std::to_string(item_size) +
-          " bytes; its record holds " + std::to_string(storage.nbytes()) + " bytes");
-  return Made{PickleItem{c10::IValue(), std::make_shared<const StorageObject>(storage, dtype)}, PickleShape{}};
+  if (numel < 0 || storage.nbytes() % item_size != 0 || static_cast<uint64_t>(numel) != storage.nbytes() / item_size) {
+    context.malformed(
+        "storage '" + key + "' claims " + std::to_string(numel) + " elements of " + std::to_string(item_size) +
+        " bytes; its record holds " + std::to_string(storage.nbytes()) + " bytes");
+  }
+  return Made{PickleItem{c10::IValue(), std::make_shared<const StorageObject>(key, storage, dtype)}, PickleShape{}};
 }
 
 void TorchGlobals::check_key(const PickleContext& context, const c10::IValue& key) {
-  context.expect(is_valid_key(key), std::string("a dict key of type ") + key.tagKind() + "; keys are str, int, float or bool");
+  if (!is_valid_key(key)) {
+    context.malformed(std::string("a dict key of type ") + key.tagKind() + "; keys are str, int, float or bool");
+  }
 }
 
 c10::IValue unpickle_state(std::string_view pickle, const LoadStorage& load_storage, const FailUnpickling& fail) {

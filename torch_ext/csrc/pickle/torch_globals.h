@@ -38,8 +38,14 @@ class TorchGlobals final : public PickleGlobals {
  private:
   Made rebuild_tensor(const PickleContext& context, bool v3, const std::vector<PickleItem>& arguments);
 
+  struct StorageUse {
+    c10::Storage storage;
+    std::string storage_class; // of its first use, which every other must share
+  };
+
   LoadStorage load_storage_;
-  std::unordered_map<std::string, c10::Storage> storages_;
+  std::unordered_map<std::string, StorageUse> storages_; // by key
+  std::unordered_map<std::string, c10::ScalarType> tensor_dtypes_; // by storage key
 };
 
 // Reads a pickle written by torch.save or pickle_state into a state value

@@ -58,7 +58,9 @@ class Unpickler {
     for (;;) {
       const uint8_t code = read_u8();
       if (code == STOP) {
-        expect(stack_.size() == 1 && marks_.empty(), "STOP with " + std::to_string(stack_.size()) + " items on the stack");
+        if (stack_.size() != 1 || !marks_.empty()) {
+          malformed("STOP with " + std::to_string(stack_.size()) + " items on the stack");
+        }
         const NodePtr result = pop();
         expect_value(*result, "the pickled value");
         Node root;
@@ -199,12 +201,15 @@ class Unpickler {
       case LONG_BINGET: {
         const uint64_t index = read_le(code == BINGET ? 1 : 4);
         const auto found = memo_.find(index);
-        expect(found != memo_.end(), "a get of memo entry " + std::to_string(index) + ", which was never put");
+        if (found == memo_.end()) {
+          malformed("a get of memo entry " + std::to_string(index) + ", which was never put");
+        }
         stack_.push_back(found->second);
         return;
       }
       case BINPERSID: {
         const NodePtr id = pop();
+        spend(*id);
         push_made(globals_.persistent_load(context_, id->item));
         return;
       }
@@ -220,15 +225,18 @@ class Unpickler {
         return;
       default:
         position_ -= 1;
-        expect(
-            false,
+        malformed(
             "opcode 0x" + c10::str(std::hex, static_cast<int>(code)) +
-                " is not one the restricted unpickler reads; loading runs no code");
+            " is not one the restricted unpickler reads; loading runs no code");
     }
   }
 
-  void expect(bool condition, const std::string& what) const {
+  void expect(bool condition, const char* what) const {
     context_.expect(condition, what);
+  }
+
+  [[noreturn]] void malformed(const std::string& what) const {
+    context_.malformed(what);
   }
 
   // Bytes.
@@ -256,7 +264,9 @@ class Unpickler {
 
   // LONG1 and LONG4: little-endian two's complement.
   int64_t read_long(uint64_t size) {
-    expect(size <= 8, "an integer of " + std::to_string(size) + " bytes, more than int64 holds");
+    if (size > 8) {
+      malformed("an integer of " + std::to_string(size) + " bytes, more than int64 holds");
+    }
     if (size == 0) {
       return 0;
     }
@@ -329,8 +339,10 @@ class Unpickler {
     memo_.insert_or_assign(index, stack_.back());
   }
 
-  void expect_value(const Node& node, const std::string& what) {
-    expect(node.item.is_value(), what + " is a global, what a persistent id names or a tuple of arguments, not a value");
+  void expect_value(const Node& node, const char* what) {
+    if (!node.item.is_value()) {
+      malformed(std::string(what) + " is a global, what a persistent id names or a tuple of arguments, not a value");
+    }
   }
 
   std::string string_of(const Node& node) {
@@ -341,10 +353,24 @@ class Unpickler {
   // Shapes.
 
   void check_shape(const PickleShape& shape) {
-    expect(shape.depth <= kMaxDepth, "values nested deeper than " + std::to_string(kMaxDepth) + " levels");
-    expect(
-        shape.nodes <= node_budget_,
-        "shared references expand the value to more than " + std::to_string(node_budget_) + " values");
+    if (shape.depth > kMaxDepth) {
+      malformed("values nested deeper than " + std::to_string(kMaxDepth) + " levels");
+    }
+    if (shape.nodes > node_budget_) {
+      malformed("shared references expand the value to more than " + std::to_string(node_budget_) + " values");
+    }
+  }
+
+  // What the globals are handed: a call's arguments, a BUILD's state, a
+  // persistent id. They may read all of it, and the same memoized item may
+  // be handed over many times, so all they are handed is bounded together.
+  void spend(const Node& handed) {
+    handed_ += handed.shape.nodes;
+    if (handed_ > node_budget_) {
+      malformed(
+          "the arguments of its calls, shared references counted each time, expand to more than " +
+          std::to_string(node_budget_) + " values in all");
+    }
   }
 
   // Accounts for `child` going into `parent` (a container, a tuple, the
@@ -374,12 +400,15 @@ class Unpickler {
     expect(first <= stack_.size() && (marks_.empty() || marks_.back() <= first), "too few items for a tuple");
     const auto begin = stack_.begin() + static_cast<std::ptrdiff_t>(first);
     const bool values = std::all_of(begin, stack_.end(), [](const NodePtr& node) { return node->item.is_value(); });
+    // Either kind nests and counts as a container does.
     NodePtr tuple = container_node(c10::IValue());
+    for (auto it = begin; it != stack_.end(); ++it) {
+      adopt(*tuple, **it);
+    }
     if (values) {
       std::vector<c10::IValue> items;
       items.reserve(stack_.size() - first);
       for (auto it = begin; it != stack_.end(); ++it) {
-        adopt(*tuple, **it);
         items.push_back((*it)->item.value);
       }
       tuple->item.value = c10::ivalue::Tuple::create(std::move(items));
@@ -425,6 +454,7 @@ class Unpickler {
         expect_value(key, "a dict key");
         globals_.check_key(context_, key.item.value);
         expect_value(item, "a dict value");
+        adopt(container, key);
         adopt(container, item);
         dict.insert_or_assign(key.item.value, item.item.value);
       }
@@ -440,12 +470,17 @@ class Unpickler {
 
   void call(uint8_t code, const Node& callable, const Node& arguments) {
     const std::string opcode = code == REDUCE ? "REDUCE" : "NEWOBJ";
-    expect(!callable.item.is_value(), opcode + " of a value that is no function or class");
+    if (callable.item.is_value()) {
+      malformed(opcode + " of a value that is no function or class");
+    }
+    spend(arguments);
     std::vector<PickleItem> items;
     if (const auto* tuple = arguments.item.as<PickleTuple>()) {
       items = tuple->items;
     } else {
-      expect(arguments.item.is_value() && arguments.item.value.isTuple(), opcode + " with arguments that are no tuple");
+      if (!arguments.item.is_value() || !arguments.item.value.isTuple()) {
+        malformed(opcode + " with arguments that are no tuple");
+      }
       for (const c10::IValue& value : arguments.item.value.toTupleRef().elements()) {
         items.push_back(PickleItem{value, nullptr});
       }
@@ -459,6 +494,7 @@ class Unpickler {
     expect(!stack_.empty(), "BUILD on an empty stack");
     Node& target = *stack_.back();
     expect(!target.frozen, "a container changed after it was put into another");
+    spend(*state);
     globals_.build(context_, target.item, state->item);
     // Walks meet the state inside its target.
     adopt(target, *state);
@@ -469,6 +505,7 @@ class Unpickler {
   PickleGlobals& globals_;
   const PickleContext context_;
   const uint64_t node_budget_;
+  uint64_t handed_ = 0; // nodes handed to the globals so far
   std::vector<NodePtr> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, NodePtr> memo_;
@@ -476,19 +513,13 @@ class Unpickler {
 
 } // namespace
 
-void PickleContext::expect(bool condition, const std::string& what) const {
-  if (!condition) {
-    fail("malformed pickle at byte " + std::to_string(position_) + ": " + what);
-  }
+void PickleContext::malformed(const std::string& what) const {
+  fail("malformed pickle at byte " + std::to_string(position_) + ": " + what);
 }
 
 void PickleContext::fail(const std::string& what) const {
   fail_(what);
   TORCH_INTERNAL_ASSERT(false, "FailUnpickling returned");
-}
-
-uint64_t node_budget(size_t pickle_size) {
-  return uint64_t{64} * pickle_size + (uint64_t{1} << 20);
 }
 
 Made PickleGlobals::new_object(

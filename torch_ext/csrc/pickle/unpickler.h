@@ -5,11 +5,17 @@
 // (PickleGlobals; torch's are in torch_globals.h) says what a GLOBAL may name
 // and what calling it makes, so that every kind of file with a pickle in it
 // is read by the same machine under the same limits. Whatever the bytes, it
-// fails cleanly: every read is bounds-checked, and containers may not contain
-// themselves (a container put into another is frozen) or nest deeper than
-// kMaxDepth, nor expand (through shared references) to more values than
-// node_budget() of the pickle's size, so every later walk of a value is
-// bounded.
+// fails cleanly:
+// - every read is bounds-checked;
+// - containers, tuples and tuples of arguments nest at most kMaxDepth levels
+//   (state_value.h), so that every walk of what it returns, and the
+//   destruction of what it holds when it fails, recurses at most that deep;
+// - the memo and DUP share what they refer to, never copy it, and no item,
+//   nor all that the globals are handed together, may expand (shared parts
+//   counted each time they are met) to more than node_budget() values, so
+//   that the work of a load and every later walk are linear in the pickle's
+//   size;
+// - a container put into another is frozen, so that none holds itself.
 
 #include <ATen/core/ivalue.h>
 
@@ -27,9 +33,14 @@ namespace torch_ext::detail {
 // may not hold (the caller names the file).
 using FailUnpickling = std::function<void(const std::string& what)>;
 
-// How many values a walk of one value of a pickle of `pickle_size` bytes may
-// meet, counting shared ones each time they are met.
-uint64_t node_budget(size_t pickle_size);
+// How many values a walk of one item of a pickle may meet, counting shared
+// ones each time they are met, and how many the globals may be handed in
+// all: kNodesPerPickleByte per byte of the pickle, and kBaseNodeBudget.
+constexpr uint64_t kNodesPerPickleByte = 64;
+constexpr uint64_t kBaseNodeBudget = uint64_t{1} << 20;
+inline uint64_t node_budget(size_t pickle_size) {
+  return kNodesPerPickleByte * pickle_size + kBaseNodeBudget;
+}
 
 // What a set of globals makes that is no value: a class or function a GLOBAL
 // names, what a persistent id stands for. The machine holds it without
@@ -76,12 +87,19 @@ struct Made {
 };
 
 // How a set of globals refuses a pickle: through the load's FailUnpickling.
+// Checks run on every opcode: build a message only when one fails.
 class PickleContext {
  public:
   PickleContext(const FailUnpickling& fail, const size_t& position) : fail_(fail), position_(position) {}
 
   // Throws, naming the byte being read, unless `condition`.
-  void expect(bool condition, const std::string& what) const;
+  void expect(bool condition, const char* what) const {
+    if (!condition) {
+      malformed(what);
+    }
+  }
+  // Throws, naming the byte being read.
+  [[noreturn]] void malformed(const std::string& what) const;
   // Throws `what` as it is: a pickle that asks for what its file may not hold.
   [[noreturn]] void fail(const std::string& what) const;
 
