@@ -299,10 +299,16 @@ Made TorchGlobals::persistent_load(const PickleContext& context, const PickleIte
   return Made{PickleItem{c10::IValue(), std::make_shared<const StorageObject>(key, storage, dtype)}, PickleShape{}};
 }
 
-void TorchGlobals::check_key(const PickleContext& context, const c10::IValue& key) {
+c10::IValue TorchGlobals::dict_key(const PickleContext& context, const c10::IValue& key) {
   if (!is_valid_key(key)) {
     context.malformed(std::string("a dict key of type ") + key.tagKind() + "; keys are str, int, float or bool");
   }
+  return key;
+}
+
+std::optional<c10::ScalarType> dtype_of(const PickleItem& item) {
+  const TorchGlobal* named = global_of(item, Global::Dtype);
+  return named != nullptr ? named->dtype : std::nullopt;
 }
 
 c10::IValue unpickle_state(std::string_view pickle, const LoadStorage& load_storage, const FailUnpickling& fail) {

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -33,7 +34,7 @@ class TorchGlobals final : public PickleGlobals {
   Made reduce(const PickleContext& context, const PickleObject& callable, const std::vector<PickleItem>& arguments) override;
   void build(const PickleContext& context, const PickleItem& target, const PickleItem& state) override;
   Made persistent_load(const PickleContext& context, const PickleItem& id) override;
-  void check_key(const PickleContext& context, const c10::IValue& key) override;
+  c10::IValue dict_key(const PickleContext& context, const c10::IValue& key) override;
 
  private:
   Made rebuild_tensor(const PickleContext& context, bool v3, const std::vector<PickleItem>& arguments);
@@ -47,6 +48,10 @@ class TorchGlobals final : public PickleGlobals {
   std::unordered_map<std::string, StorageUse> storages_; // by key
   std::unordered_map<std::string, c10::ScalarType> tensor_dtypes_; // by storage key
 };
+
+// The dtype that `item`, a dtype global of TorchGlobals (torch.float32),
+// stands for; nullopt for any other item.
+std::optional<c10::ScalarType> dtype_of(const PickleItem& item);
 
 // Reads a pickle written by torch.save or pickle_state into a state value
 // with TorchGlobals, running no code, under the pickle machine's limits.

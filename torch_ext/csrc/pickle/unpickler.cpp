@@ -452,11 +452,15 @@ class Unpickler {
         Node& key = *stack_[i];
         Node& item = *stack_[i + 1];
         expect_value(key, "a dict key");
-        globals_.check_key(context_, key.item.value);
+        c10::IValue dict_key = globals_.dict_key(context_, key.item.value);
         expect_value(item, "a dict value");
         adopt(container, key);
         adopt(container, item);
-        dict.insert_or_assign(key.item.value, item.item.value);
+        try {
+          dict.insert_or_assign(std::move(dict_key), item.item.value);
+        } catch (const c10::Error& error) { // a key c10 cannot hash
+          malformed(std::string("a dict key c10 refuses: ") + error.what_without_backtrace());
+        }
       }
     }
     stack_.resize(first);

@@ -135,8 +135,10 @@ class PickleGlobals {
   // BINPERSID: what the persistent id `id` stands for. Refused unless
   // overridden.
   virtual Made persistent_load(const PickleContext& context, const PickleItem& id);
-  // Refuses a dict key its file may not hold.
-  virtual void check_key(const PickleContext& context, const c10::IValue& key) = 0;
+  // The key a dict of the pickle is given for `key`: the key itself, or a
+  // hashable stand-in (c10 dicts hash their keys; DCP keys dicts by
+  // objects). Refuses a key its file may not hold.
+  virtual c10::IValue dict_key(const PickleContext& context, const c10::IValue& key) = 0;
 };
 
 // Runs `pickle` with `globals`; every error goes to `fail`.
