@@ -2,8 +2,9 @@
 # Installs what the build and the tests need and this machine lacks:
 # torch (the pinned CPU wheel, into ./.venv unless $PYTHON already imports it),
 # the Python test tools (pytest-timeout bounds every test; matplotlib: the
-# benchmarks' smoke test draws the plots), and GoogleTest, Google Benchmark
-# and ISA-L from Debian.
+# benchmarks' smoke test draws the plots; zstandard: upstream DCP's ZStandard
+# extension in the tests), and GoogleTest, Google Benchmark, ISA-L and zstd
+# from Debian.
 set -euo pipefail
 torch_version=$1
 cd "$(dirname "$0")/.."
@@ -16,16 +17,17 @@ if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
 fi
 missing=()
 # Import names, which pip takes as package names too.
-for module in pytest pytest_timeout hypothesis numpy ninja matplotlib; do
+for module in pytest pytest_timeout hypothesis numpy ninja matplotlib zstandard; do
   "$PYTHON" -c "import $module" 2>/dev/null || missing+=("$module")
 done
 if ((${#missing[@]})); then
   "$PYTHON" -m pip install -q "${missing[@]}"
 fi
 
-if [[ ! -f /usr/include/gtest/gtest.h || ! -f /usr/include/benchmark/benchmark.h || ! -f /usr/include/isa-l/crc.h ]]; then
+if [[ ! -f /usr/include/gtest/gtest.h || ! -f /usr/include/benchmark/benchmark.h || ! -f /usr/include/isa-l/crc.h ||
+      ! -f /usr/include/zstd.h ]]; then
   sudo=""
   [[ $(id -u) == 0 ]] || sudo=sudo
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq libgtest-dev libbenchmark-dev libisal-dev
+  $sudo apt-get install -y -qq libgtest-dev libbenchmark-dev libisal-dev libzstd-dev
 fi
