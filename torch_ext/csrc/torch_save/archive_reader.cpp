@@ -1,6 +1,7 @@
 #include "archive_reader.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <sstream>
 #include <utility>
 
@@ -19,20 +20,60 @@ std::string hex(uint32_t value) {
   return text.str();
 }
 
+// `text` with every byte that is not part of valid UTF-8 written as \xNN:
+// messages quote names read from the file, and must stay text (Python
+// decodes them).
+std::string printable(const std::string& text) {
+  std::string out;
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    size_t length = byte < 0x80 ? 1 : (byte >> 5) == 0x6 ? 2 : (byte >> 4) == 0xE ? 3 : (byte >> 3) == 0x1E ? 4 : 0;
+    for (size_t k = 1; length != 0 && k < length; ++k) {
+      if (i + k >= text.size() || (static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) {
+        length = 0;
+      }
+    }
+    if (length == 0) {
+      char escaped[5];
+      std::snprintf(escaped, sizeof(escaped), "\\x%02x", byte);
+      out += escaped;
+      ++i;
+    } else {
+      out.append(text, i, length);
+      i += length;
+    }
+  }
+  return out;
+}
+
 } // namespace
 
-ArchiveReader::ArchiveReader(std::shared_ptr<const MappedFile> file) : file_(std::move(file)) {
+ArchiveReader::ArchiveReader(std::shared_ptr<const MappedFile> file)
+    : ArchiveReader(file, 0, file->size(), "the checkpoint file '" + file->path() + "'") {}
+
+ArchiveReader::ArchiveReader(std::shared_ptr<const MappedFile> file, uint64_t offset, uint64_t size, std::string name)
+    : data_(file->data() + offset), size_(size), name_(std::move(name)), file_(file.get()), file_offset_(offset) {
+  TORCH_INTERNAL_ASSERT(offset <= file->size() && size <= file->size() - offset);
+  owner_ = std::move(file);
+  read_central_directory();
+  resolve_names();
+}
+
+ArchiveReader::ArchiveReader(std::shared_ptr<const std::string> bytes, std::string name)
+    : data_(reinterpret_cast<const uint8_t*>(bytes->data())), size_(bytes->size()), name_(std::move(name)) {
+  owner_ = std::move(bytes);
   read_central_directory();
   resolve_names();
 }
 
 void ArchiveReader::fail(const std::string& what) const {
-  TORCH_CHECK(false, "the checkpoint file '", path(), "' is corrupted or is not a checkpoint: ", what);
+  TORCH_CHECK(false, name_, " is corrupted or is not a checkpoint: ", printable(what));
 }
 
 void ArchiveReader::read_central_directory() {
-  const uint8_t* data = file_->data();
-  const uint64_t size = file_->size();
+  const uint8_t* data = data_;
+  const uint64_t size = size_;
   const auto field = [&](uint64_t offset, int bytes) { return zip::read_le(data + offset, bytes); };
 
   // The end record sits in the last 22 + 65535 bytes (a comment may follow it).
@@ -181,14 +222,14 @@ const ArchiveReader::Record* ArchiveReader::find(std::string_view name) const {
 }
 
 uint64_t ArchiveReader::data_offset(const Record& record) const {
-  const uint8_t* data = file_->data();
+  const uint8_t* data = data_;
   const uint64_t at = record.header_offset;
-  if (file_->size() - at < zip::kLocalHeaderSize || zip::read_le(data + at, 4) != zip::kLocalHeaderSignature) {
+  if (size_ - at < zip::kLocalHeaderSize || zip::read_le(data + at, 4) != zip::kLocalHeaderSignature) {
     fail("the local header of record '" + record.name + "' is damaged");
   }
   const uint64_t name_size = zip::read_le(data + at + 26, 2);
   const uint64_t offset = at + zip::kLocalHeaderSize + name_size + zip::read_le(data + at + 28, 2);
-  if (offset > file_->size() || record.size > file_->size() - offset) {
+  if (offset > size_ || record.size > size_ - offset) {
     fail("record '" + record.name + "' runs past the end of the file (truncated?)");
   }
   const std::string_view local_name(reinterpret_cast<const char*>(data + at + zip::kLocalHeaderSize), name_size);
@@ -201,8 +242,10 @@ uint64_t ArchiveReader::data_offset(const Record& record) const {
 
 void ArchiveReader::verify(const Record& record, const std::string& context) const {
   const uint64_t offset = data_offset(record);
-  file_->prefetch(offset, record.size);
-  const uint32_t crc = crc32(0, file_->data() + offset, record.size);
+  if (file_ != nullptr) {
+    file_->prefetch(file_offset_ + offset, record.size);
+  }
+  const uint32_t crc = crc32(0, data_ + offset, record.size);
   if (crc != record.crc) {
     fail(
         "record '" + folder_ + record.name + "'" + (context.empty() ? "" : " (" + context + ")") +

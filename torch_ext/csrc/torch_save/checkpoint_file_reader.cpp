@@ -24,13 +24,16 @@ const ArchiveReader::Record& required_record(const ArchiveReader& archive, const
 }
 
 std::string_view record_text(const ArchiveReader& archive, const ArchiveReader::Record& record) {
-  return {reinterpret_cast<const char*>(archive.file()->data() + archive.data_offset(record)), record.size};
+  return {reinterpret_cast<const char*>(archive.data() + archive.data_offset(record)), record.size};
 }
 
 } // namespace
 
 c10::IValue read_torch_save_file(const std::string& file, const ReadOptions& options) {
-  const ArchiveReader archive(MappedFile::open(file));
+  return read_torch_save_archive(ArchiveReader(MappedFile::open(file)), options, file);
+}
+
+c10::IValue read_torch_save_archive(const ArchiveReader& archive, const ReadOptions& options, const std::string& where) {
   StorageBinder binder(archive, options.verify);
   const ArchiveReader::Record& pickle = required_record(archive, "data.pkl");
   if (options.verify) {
@@ -48,9 +51,9 @@ c10::IValue read_torch_save_file(const std::string& file, const ReadOptions& opt
   c10::IValue state = unpickle_state(
       record_text(archive, pickle),
       [&binder](const std::string& key) { return binder.placeholder(key); },
-      [&file](const std::string& what) { TORCH_CHECK(false, "cannot load the checkpoint file '", file, "': ", what); });
+      [&archive](const std::string& what) { TORCH_CHECK(false, "cannot load ", archive.name(), ": ", what); });
   if (!options.keys.empty()) {
-    state = select_keys(state, options.keys, file);
+    state = select_keys(state, options.keys, where);
   }
   visit_state(state, binder, binder.path);
 

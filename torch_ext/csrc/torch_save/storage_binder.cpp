@@ -31,8 +31,7 @@ void StorageBinder::tensor(const at::Tensor& tensor) {
   if (verify_) {
     verify(record, path.describe());
   }
-  const std::shared_ptr<const MappedFile>& file = archive_.file();
-  auto* data = const_cast<uint8_t*>(file->data() + archive_.data_offset(record));
+  auto* data = const_cast<uint8_t*>(archive_.data() + archive_.data_offset(record));
   if (reinterpret_cast<uintptr_t>(data) % alignof(std::max_align_t) != 0) {
     // Records of torch.save and ours are 64-byte aligned; an archive
     // written otherwise is copied rather than read unaligned.
@@ -43,11 +42,11 @@ void StorageBinder::tensor(const at::Tensor& tensor) {
     storage->set_data_ptr_noswap(std::move(copy));
     return;
   }
-  // The storage keeps the mapping alive.
+  // The storage keeps the mapping (or the memory) alive.
   storage->set_data_ptr_noswap(c10::DataPtr(
       data,
-      new std::shared_ptr<const MappedFile>(file),
-      [](void* context) { delete static_cast<std::shared_ptr<const MappedFile>*>(context); },
+      new std::shared_ptr<const void>(archive_.owner()),
+      [](void* context) { delete static_cast<std::shared_ptr<const void>*>(context); },
       c10::Device(c10::kCPU)));
 }
 
