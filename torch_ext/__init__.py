@@ -12,6 +12,7 @@ from torch_ext import _native  # noqa: F401
 from torch_ext.bridges import to_concurrent_future, to_torch_future
 from torch_ext.checkpoint_manager import CheckpointManager
 from torch_ext.checkpointer import AsyncCheckpointer
+from torch_ext.dcp import load_dcp
 from torch_ext.dcp_patch import patch_dcp
 from torch_ext.future_utils import on_complete, wrap_future
 from torch_ext.serialization import load, save
@@ -20,6 +21,7 @@ __all__ = [
     "AsyncCheckpointer",
     "CheckpointManager",
     "load",
+    "load_dcp",
     "on_complete",
     "patch_dcp",
     "save",

@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <torch_ext/dcp.h>
+
 #include "torch_ext/csrc/torch_save/checkpoint_file_reader.h"
 
 #include "detect_format.h"
@@ -14,6 +16,7 @@ c10::IValue read_checkpoint_path(const std::string& path, const ReadOptions& opt
     case CheckpointFormat::TorchSave:
       return read_torch_save_file(path, options);
     case CheckpointFormat::Dcp:
+      return read_dcp_checkpoint(path, options);
     case CheckpointFormat::Safetensors:
       break;
   }
@@ -23,7 +26,7 @@ c10::IValue read_checkpoint_path(const std::string& path, const ReadOptions& opt
       path,
       "': it is ",
       describe_format(format),
-      ", a format torch_ext cannot read yet; it reads torch.save files");
+      ", a format torch_ext cannot read yet; it reads torch.save files and DCP checkpoints");
 }
 
 } // namespace torch_ext::detail

@@ -1,0 +1,259 @@
+#include <torch_ext/dcp.h>
+
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include "item_reader.h"
+#include "metadata_check.h"
+
+namespace torch_ext::dcp {
+namespace {
+
+using detail::dcp::ItemReader;
+
+// A non-tensor item's content may decompress to at most this much (tensor
+// items: their chunk's bytes and the archive around them).
+constexpr uint64_t kMaxObjectBytes = uint64_t{1} << 30;
+constexpr uint64_t kArchiveOverhead = uint64_t{1} << 20;
+
+std::string offsets_text(const std::optional<std::vector<int64_t>>& offsets) {
+  if (!offsets) {
+    return "";
+  }
+  std::string text = " at offsets (";
+  for (size_t i = 0; i < offsets->size(); ++i) {
+    text += (i == 0 ? "" : ", ") + std::to_string((*offsets)[i]);
+  }
+  return text + ")";
+}
+
+} // namespace
+
+class CheckpointReader::Impl {
+ public:
+  Impl(std::string folder, bool verify) : folder_(std::move(folder)), verify_(verify), metadata_(read_metadata(folder_)) {
+    for (size_t i = 0; i < metadata_.state_dict_metadata.size(); ++i) {
+      entries_.emplace(metadata_.state_dict_metadata[i].first, i);
+    }
+    for (size_t i = 0; i < metadata_.storage_data.size(); ++i) {
+      const ItemIndex& index = metadata_.storage_data[i].first;
+      items_.emplace(std::make_pair(index.fqn, index.offset), i);
+    }
+    cache_ = std::make_unique<Cached[]>(metadata_.storage_data.size());
+  }
+
+  const std::string& folder() const {
+    return folder_;
+  }
+  const Metadata& metadata() const {
+    return metadata_;
+  }
+
+  size_t item(const ItemIndex& index) const {
+    const auto found = items_.find(std::make_pair(index.fqn, index.offset));
+    TORCH_CHECK_INDEX(
+        found != items_.end(),
+        "the DCP checkpoint '",
+        folder_,
+        "' has no item '",
+        index.fqn,
+        "'",
+        offsets_text(index.offset));
+    return found->second;
+  }
+
+  // The entry of an item, which read_metadata checked exists.
+  const Entry& entry_of(size_t item) const {
+    return metadata_.state_dict_metadata[entries_.at(metadata_.storage_data[item].first.fqn)].second;
+  }
+
+  // The item opened (once) and, with `verify`, its records checked (once).
+  std::shared_ptr<const ItemReader> open(size_t item) const {
+    Cached& cached = cache_[item];
+    std::shared_ptr<const ItemReader> reader;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      reader = cached.reader;
+    }
+    if (reader == nullptr) {
+      reader = make_reader(item);
+      if (!reader->compressed()) {
+        // Compressed items are decompressed again on each read rather than
+        // held in memory.
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (cached.reader == nullptr) {
+          cached.reader = reader;
+        }
+        reader = cached.reader;
+      }
+    }
+    if (verify_) {
+      if (reader->compressed()) {
+        reader->verify();
+      } else {
+        std::call_once(cached.verified, [&] { reader->verify(); });
+      }
+    }
+    return reader;
+  }
+
+  at::Tensor tensor(size_t item) const {
+    const auto* entry = std::get_if<TensorEntry>(&entry_of(item));
+    const ItemIndex& index = metadata_.storage_data[item].first;
+    const auto reader = open(item);
+    TORCH_CHECK(entry != nullptr, reader->what(), " is not a tensor: its entry is a BytesStorageMetadata");
+    const c10::IValue value = reader->value();
+    const std::vector<int64_t>& sizes = chunk_of(*entry, index).sizes;
+    TORCH_CHECK(
+        value.isTensor() && value.toTensor().scalar_type() == entry->dtype && value.toTensor().sizes() == sizes,
+        reader->what(),
+        " holds ",
+        value.isTensor() ? "a tensor of another dtype or shape" : std::string("a ") + value.tagKind(),
+        "; the metadata says a ",
+        entry->dtype,
+        " chunk of sizes ",
+        c10::IntArrayRef(sizes));
+    return value.toTensor();
+  }
+
+  c10::IValue object(size_t item) const {
+    const auto reader = open(item);
+    TORCH_CHECK(
+        std::holds_alternative<BytesEntry>(entry_of(item)),
+        reader->what(),
+        " is a tensor chunk: read it with read_tensor");
+    return reader->value();
+  }
+
+  std::string serialized(size_t item) const {
+    return open(item)->serialized();
+  }
+
+  const Chunk& chunk_of(const TensorEntry& entry, const ItemIndex& index) const {
+    for (const Chunk& chunk : entry.chunks) {
+      if (index.offset && chunk.offsets == *index.offset) {
+        return chunk;
+      }
+    }
+    TORCH_CHECK(false, "the DCP checkpoint '", folder_, "' has no chunk of '", index.fqn, "'", offsets_text(index.offset));
+  }
+
+ private:
+  struct Cached {
+    std::shared_ptr<const ItemReader> reader;
+    std::once_flag verified;
+  };
+
+  std::shared_ptr<const ItemReader> make_reader(size_t item) const {
+    const auto& [index, location] = metadata_.storage_data[item];
+    const std::string what = "the item '" + index.fqn + "'" + offsets_text(index.offset) + " of the DCP checkpoint '" +
+        folder_ + "' (in '" + location.relative_path + "', bytes " + std::to_string(location.offset) + " to " +
+        std::to_string(location.offset + location.length) + ")";
+    uint64_t limit = kMaxObjectBytes;
+    if (const auto* entry = std::get_if<TensorEntry>(&entry_of(item))) {
+      limit = detail::dcp::chunk_bytes(*entry, chunk_of(*entry, index)) + kArchiveOverhead;
+    }
+    return std::make_shared<const ItemReader>(file(location.relative_path), location, what, limit);
+  }
+
+  std::shared_ptr<const detail::MappedFile> file(const std::string& relative_path) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::shared_ptr<const detail::MappedFile>& mapped = files_[relative_path];
+    if (mapped == nullptr) {
+      mapped = detail::MappedFile::open((std::filesystem::path(folder_) / relative_path).string());
+    }
+    return mapped;
+  }
+
+  const std::string folder_;
+  const bool verify_;
+  const Metadata metadata_;
+  std::unordered_map<std::string, size_t> entries_;
+  std::map<std::pair<std::string, std::optional<std::vector<int64_t>>>, size_t> items_;
+  mutable std::mutex mutex_;
+  std::unique_ptr<Cached[]> cache_; // per item of storage_data
+  mutable std::unordered_map<std::string, std::shared_ptr<const detail::MappedFile>> files_;
+};
+
+CheckpointReader::CheckpointReader(const std::string& folder, bool verify)
+    : impl_(std::make_unique<Impl>(folder, verify)) {}
+
+CheckpointReader::~CheckpointReader() = default;
+
+const std::string& CheckpointReader::folder() const {
+  return impl_->folder();
+}
+
+const Metadata& CheckpointReader::metadata() const {
+  return impl_->metadata();
+}
+
+const ItemLocation& CheckpointReader::location(const ItemIndex& index) const {
+  return impl_->metadata().storage_data[impl_->item(index)].second;
+}
+
+at::Tensor CheckpointReader::read_tensor(const ItemIndex& index) const {
+  return impl_->tensor(impl_->item(index));
+}
+
+void CheckpointReader::read_region_into(
+    const ItemIndex& index,
+    const std::vector<int64_t>& storage_offsets,
+    const std::vector<int64_t>& lengths,
+    at::Tensor& destination) const {
+  const size_t item = impl_->item(index);
+  at::Tensor source = impl_->tensor(item);
+  TORCH_CHECK_VALUE(
+      storage_offsets.size() == static_cast<size_t>(source.dim()) && lengths.size() == storage_offsets.size(),
+      "read_region_into of '",
+      index.fqn,
+      "' expected offsets and lengths of ",
+      source.dim(),
+      " dims, got ",
+      storage_offsets.size(),
+      " and ",
+      lengths.size());
+  for (size_t d = 0; d < lengths.size(); ++d) {
+    TORCH_CHECK_VALUE(
+        storage_offsets[d] >= 0 && lengths[d] >= 0 && storage_offsets[d] <= source.size(d) &&
+            lengths[d] <= source.size(d) - storage_offsets[d],
+        "read_region_into of '",
+        index.fqn,
+        "': the region (offsets ",
+        c10::IntArrayRef(storage_offsets),
+        ", lengths ",
+        c10::IntArrayRef(lengths),
+        ") lies outside its saved chunk of sizes ",
+        source.sizes());
+    source = source.narrow(static_cast<int64_t>(d), storage_offsets[d], lengths[d]);
+  }
+  TORCH_CHECK_VALUE(
+      destination.sizes() == source.sizes() && destination.scalar_type() == source.scalar_type(),
+      "read_region_into of '",
+      index.fqn,
+      "' expected a destination of sizes ",
+      source.sizes(),
+      " and dtype ",
+      source.scalar_type(),
+      ", got ",
+      destination.sizes(),
+      " and ",
+      destination.scalar_type());
+  // Touches only the pages between the region's first and last element.
+  destination.copy_(source);
+}
+
+c10::IValue CheckpointReader::read_object(const ItemIndex& index) const {
+  return impl_->object(impl_->item(index));
+}
+
+std::string CheckpointReader::read_serialized(const ItemIndex& index) const {
+  return impl_->serialized(impl_->item(index));
+}
+
+} // namespace torch_ext::dcp

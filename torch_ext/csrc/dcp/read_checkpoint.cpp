@@ -1,0 +1,112 @@
+// read_dcp_checkpoint: what dcp_to_torch_save then torch.load give
+// (_EmptyStateDictLoadPlanner's rebuild of the state dict from the
+// metadata), without Python.
+#include <torch_ext/dcp.h>
+
+#include <utility>
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include "torch_ext/csrc/state/select_keys.h"
+
+#include "flatten.h"
+#include "metadata_check.h"
+
+namespace torch_ext {
+namespace {
+
+using dcp::CheckpointReader;
+using dcp::ItemIndex;
+using dcp::ObjectPath;
+
+// Lists may be padded with None (for list items saved as nothing: empty
+// dicts) up to this many per entry of the checkpoint, and no further.
+constexpr uint64_t kPaddingPerEntry = 64;
+
+std::string step_text(const dcp::PathItem& step) {
+  if (const auto* key = std::get_if<std::string>(&step)) {
+    return *key;
+  }
+  return std::to_string(std::get<int64_t>(step));
+}
+
+// Whether the entry at `path` is to be read for `keys`: a key names it or
+// one of the containers it is in, or (for a non-tensor value, which may be a
+// container itself) something inside it.
+bool wanted(const ObjectPath& path, bool is_object, const std::vector<std::string>& keys) {
+  std::string prefix;
+  for (const dcp::PathItem& step : path) {
+    prefix += (prefix.empty() ? "" : ".") + step_text(step);
+    for (const std::string& key : keys) {
+      if (key == prefix) {
+        return true;
+      }
+    }
+  }
+  if (is_object) {
+    for (const std::string& key : keys) {
+      if (key.size() > prefix.size() && key.compare(0, prefix.size(), prefix) == 0 && key[prefix.size()] == '.') {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+// A whole tensor: the saved chunk itself if it is the whole tensor (a view
+// of the mapped file), else its chunks copied into place.
+at::Tensor read_whole_tensor(const CheckpointReader& reader, const std::string& fqn, const dcp::TensorEntry& entry) {
+  detail::dcp::check_tiling(entry, fqn, reader.folder());
+  if (entry.chunks.size() == 1 && entry.chunks[0].sizes == entry.size) {
+    return reader.read_tensor(ItemIndex{fqn, entry.chunks[0].offsets, 0});
+  }
+  at::Tensor whole = at::empty(entry.size, at::TensorOptions().dtype(entry.dtype));
+  for (size_t i = 0; i < entry.chunks.size(); ++i) {
+    const dcp::Chunk& chunk = entry.chunks[i];
+    at::Tensor region = whole;
+    for (size_t d = 0; d < chunk.offsets.size(); ++d) {
+      region = region.narrow(static_cast<int64_t>(d), chunk.offsets[d], chunk.sizes[d]);
+    }
+    reader.read_region_into(
+        ItemIndex{fqn, chunk.offsets, static_cast<int64_t>(i)},
+        std::vector<int64_t>(chunk.offsets.size(), 0),
+        chunk.sizes,
+        region);
+  }
+  return whole;
+}
+
+} // namespace
+
+c10::IValue read_dcp_checkpoint(const std::string& path, const ReadOptions& options) {
+  const CheckpointReader reader(path, options.verify);
+  const dcp::Metadata& metadata = reader.metadata();
+  std::unordered_map<std::string, const ObjectPath*> paths;
+  if (metadata.planner_data) {
+    for (const auto& [fqn, object_path] : *metadata.planner_data) {
+      paths.emplace(fqn, &object_path);
+    }
+  }
+  detail::dcp::Unflattener state(
+      "the DCP checkpoint '" + path + "'", kPaddingPerEntry * metadata.state_dict_metadata.size() + 1024);
+  for (const auto& [fqn, entry] : metadata.state_dict_metadata) {
+    // An entry that planner_data does not know is a key of the state dict.
+    const auto found = paths.find(fqn);
+    const ObjectPath object_path = found != paths.end() ? *found->second : ObjectPath{fqn};
+    const auto* tensor = std::get_if<dcp::TensorEntry>(&entry);
+    if (!options.keys.empty() && !wanted(object_path, tensor == nullptr, options.keys)) {
+      continue;
+    }
+    c10::IValue value = tensor != nullptr ? c10::IValue(read_whole_tensor(reader, fqn, *tensor))
+                                          : reader.read_object(ItemIndex{fqn, std::nullopt, std::nullopt});
+    state.set(object_path, std::move(value), fqn);
+  }
+  c10::IValue result = state.take();
+  if (!options.keys.empty()) {
+    result = detail::select_keys(result, options.keys, path);
+  }
+  return result;
+}
+
+} // namespace torch_ext
