@@ -61,4 +61,5 @@ clean:
 .PHONY: bench
 bench: cpp python
 	$(PYTHON) tools/bench_report.py --cpp-bench $(BUILD)/bench/cpp/future_utils_bench \
-		--checkpoint-bench $(BUILD)/bench/cpp/checkpoint_bench --out docs
+		--checkpoint-bench $(BUILD)/bench/cpp/checkpoint_bench \
+		--safetensors-bench $(BUILD)/bench/cpp/safetensors_bench --out docs

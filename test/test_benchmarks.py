@@ -67,3 +67,27 @@ def test_every_checkpoint_benchmark_case_runs_and_is_reported(cpp_build, tmp_pat
     for goal in data["goals"]:
         assert f"| {goal['goal']} |" in report
     assert data["rounds"][0]["crc"]["crc32_gbps"] > 0
+
+
+def test_every_safetensors_benchmark_case_runs_and_is_reported(cpp_build, tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import safetensors_report
+
+    command = [
+        sys.executable, str(ROOT / "tools" / "bench_report.py"), "--smoke", "--no-plot",
+        "--safetensors-bench", str(cpp_build / "bench" / "cpp" / "safetensors_bench"),
+        "--out", str(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    data = json.loads((tmp_path / "benchmarks.json").read_text())["safetensors"]
+    report = (tmp_path / "benchmarks.md").read_text()
+    (round_,) = data["rounds"]
+    assert round_["bytes"] >= 16 << 20
+    for part, cases in (("saves", safetensors_report.SAVE_CASES), ("loads", safetensors_report.LOAD_CASES)):
+        for case in cases:
+            assert f"| {case.name} |" in report or f"| **{case.name}** |" in report
+            assert len(round_[part][case.name]) == 1 and round_[part][case.name][0] > 0
+    for goal in data["goals"]:
+        assert f"| {goal['goal']} |" in report

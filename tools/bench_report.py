@@ -1,7 +1,8 @@
 """Runs the benchmarks in interleaved rounds and writes the report.
 
-Two parts, each run when its binary is given. Checkpoints
-(--checkpoint-bench): tools/checkpoint_report.py. Future helpers
+Three parts, each run when its binary is given. Checkpoints
+(--checkpoint-bench): tools/checkpoint_report.py. safetensors
+(--safetensors-bench): tools/safetensors_report.py. Future helpers
 (--cpp-bench): each round runs the C++ benchmark (Google Benchmark: five
 repetitions of each case, all in random order), then the Python and the
 TorchScript benchmarks (cases shuffled, repeats interleaved). Every figure is
@@ -32,6 +33,7 @@ import sys
 from typing import Dict, List, NamedTuple, Optional
 
 import checkpoint_report
+import safetensors_report
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PYTHON_SUITES = {
@@ -232,6 +234,7 @@ def machine() -> str:
 def write_markdown(
     path: pathlib.Path, futures: Optional[dict], goals: List[dict], rounds: int,
     checkpoint: Optional[dict], checkpoint_goals: List[dict], smoke: bool,
+    safetensors: Optional[dict] = None, safetensors_goals: Optional[List[dict]] = None,
 ) -> None:
     lines = [
         "# Benchmarks",
@@ -244,6 +247,8 @@ def write_markdown(
     ]
     if checkpoint is not None:
         lines += checkpoint_report.markdown(checkpoint, checkpoint_goals, smoke)
+    if safetensors is not None:
+        lines += safetensors_report.markdown(safetensors, safetensors_goals or [], smoke)
     if futures is not None:
         lines += futures_markdown(futures, goals, rounds)
     path.write_text("\n".join(lines))
@@ -322,6 +327,10 @@ def main() -> None:
     parser.add_argument("--cpp-bench", type=pathlib.Path, help="the future_utils_bench binary: runs the future helpers' part")
     parser.add_argument("--checkpoint-bench", type=pathlib.Path,
                         help="the checkpoint_bench binary: runs the checkpoint part")
+    parser.add_argument("--safetensors-bench", type=pathlib.Path,
+                        help="the safetensors_bench binary: runs the safetensors part")
+    parser.add_argument("--safetensors-rounds", type=int, default=3)
+    parser.add_argument("--safetensors-mib", type=int, default=1024)
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs")
     parser.add_argument("--rounds", type=int, default=9, help="rounds of the future helpers' part")
     parser.add_argument("--checkpoint-rounds", type=int, default=5)
@@ -331,8 +340,9 @@ def main() -> None:
     parser.add_argument("--from-json", type=pathlib.Path,
                         help="a benchmarks.json: write the report from its figures instead of measuring")
     args = parser.parse_args()
-    if args.cpp_bench is None and args.checkpoint_bench is None and args.from_json is None:
-        parser.error("give --cpp-bench, --checkpoint-bench or both (or --from-json)")
+    if args.cpp_bench is None and args.checkpoint_bench is None and args.safetensors_bench is None \
+            and args.from_json is None:
+        parser.error("give --cpp-bench, --checkpoint-bench, --safetensors-bench or several (or --from-json)")
     rounds = 1 if args.smoke else args.rounds
     random.seed()
     report: dict = {}
@@ -349,6 +359,17 @@ def main() -> None:
             args.checkpoint_bench, sizes, 1 if args.smoke else args.checkpoint_rounds, args.smoke)
     else:
         checkpoint = measured.get("checkpoint")
+    if args.safetensors_bench and not args.from_json:
+        safetensors = safetensors_report.run_rounds(
+            args.safetensors_bench, 16 if args.smoke else args.safetensors_mib,
+            1 if args.smoke else args.safetensors_rounds, args.smoke)
+    else:
+        safetensors = measured.get("safetensors")
+    safetensors_goals = []
+    if safetensors is not None:
+        safetensors = {key: value for key, value in safetensors.items() if key != "goals"}
+        safetensors_goals = safetensors_report.evaluate(safetensors)
+        report["safetensors"] = {**safetensors, "goals": safetensors_goals}
     if not (args.cpp_bench and not args.from_json) and "samples" in measured:
         futures = {key: measured[key] for key in ("samples", "allocations", "loads", "date") if key in measured}
         rounds = len(futures["loads"]) - 1
@@ -363,7 +384,8 @@ def main() -> None:
         report.update({**futures, "goals": goals})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.json").write_text(json.dumps(report, indent=1) + "\n")
-    write_markdown(args.out / "benchmarks.md", futures, goals, rounds, checkpoint, checkpoint_goals, args.smoke)
+    write_markdown(args.out / "benchmarks.md", futures, goals, rounds, checkpoint, checkpoint_goals, args.smoke,
+                   safetensors, safetensors_goals)
     if not args.no_plot:
         if futures is not None:
             write_plot(args.out / "benchmarks.png", futures)
@@ -372,7 +394,7 @@ def main() -> None:
     for row in checkpoint_goals:
         shown = ", ".join(f"{mib} MiB: {value}" for mib, value in row["shown"].items())
         print(f"{'ok ' if row['holds'] else 'NO '} {row['goal']}: {shown} ({row['bound']})")
-    for row in goals:
+    for row in safetensors_goals + goals:
         print(f"{'ok ' if row['holds'] else 'NO '} {row['goal']}: {row['shown']} ({row['bound']})")
 
 

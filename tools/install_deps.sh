@@ -3,8 +3,9 @@
 # torch (the pinned CPU wheel, into ./.venv unless $PYTHON already imports it),
 # the Python test tools (pytest-timeout bounds every test; matplotlib: the
 # benchmarks' smoke test draws the plots; zstandard: upstream DCP's ZStandard
-# extension in the tests), and GoogleTest, Google Benchmark, ISA-L and zstd
-# from Debian.
+# extension in the tests; safetensors, huggingface_hub and transformers: the
+# safetensors tests read and write beside them), and GoogleTest, Google
+# Benchmark, ISA-L, zstd and nlohmann/json from Debian.
 set -euo pipefail
 torch_version=$1
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
 fi
 missing=()
 # Import names, which pip takes as package names too.
-for module in pytest pytest_timeout hypothesis numpy ninja matplotlib zstandard; do
+for module in pytest pytest_timeout hypothesis numpy ninja matplotlib zstandard safetensors huggingface_hub transformers; do
   "$PYTHON" -c "import $module" 2>/dev/null || missing+=("$module")
 done
 if ((${#missing[@]})); then
@@ -25,9 +26,9 @@ if ((${#missing[@]})); then
 fi
 
 if [[ ! -f /usr/include/gtest/gtest.h || ! -f /usr/include/benchmark/benchmark.h || ! -f /usr/include/isa-l/crc.h ||
-      ! -f /usr/include/zstd.h ]]; then
+      ! -f /usr/include/zstd.h || ! -f /usr/include/nlohmann/json.hpp ]]; then
   sudo=""
   [[ $(id -u) == 0 ]] || sudo=sudo
   $sudo apt-get update -qq
-  $sudo apt-get install -y -qq libgtest-dev libbenchmark-dev libisal-dev libzstd-dev
+  $sudo apt-get install -y -qq libgtest-dev libbenchmark-dev libisal-dev libzstd-dev nlohmann-json3-dev
 fi

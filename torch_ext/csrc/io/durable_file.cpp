@@ -80,6 +80,22 @@ void DurableFile::write(const void* data, size_t size) {
   }
 }
 
+void DurableFile::write_at(uint64_t offset, const void* data, size_t size) {
+  TORCH_CHECK(offset + size <= position_, "DurableFile::write_at past the bytes written to '", path_, "'");
+  const char* bytes = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t written = ::pwrite(fd_, bytes, size, static_cast<off_t>(offset));
+    if (written < 0 && errno == EINTR) {
+      continue;
+    }
+    TORCH_CHECK(
+        written >= 0, "writing '", path_, "' failed: ", error_text(errno), "; the file is left as it was before");
+    bytes += written;
+    offset += static_cast<uint64_t>(written);
+    size -= static_cast<size_t>(written);
+  }
+}
+
 void DurableFile::start_writeback() {
 #ifdef __linux__
   // A hint: fsync reports the errors.

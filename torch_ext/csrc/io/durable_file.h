@@ -20,6 +20,9 @@ class DurableFile {
   ~DurableFile();
 
   void write(const void* data, size_t size);
+  // Overwrites `size` bytes at `offset`, all of which write() has passed:
+  // for a header whose fields are known only once the data is written.
+  void write_at(uint64_t offset, const void* data, size_t size);
   uint64_t position() const {
     return position_;
   }

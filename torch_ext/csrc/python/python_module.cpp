@@ -6,10 +6,12 @@
 #include "python_checkpointer.h"
 #include "python_dcp.h"
 #include "python_future_utils.h"
+#include "python_safetensors.h"
 
 PYBIND11_MODULE(_C, module) {
   torch_ext::python::bind_future_utils(module);
   torch_ext::python::bind_checkpointer(module);
   torch_ext::python::bind_checkpoint_manager(module);
   torch_ext::python::bind_dcp(module);
+  torch_ext::python::bind_safetensors(module);
 }
