@@ -131,7 +131,8 @@ def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
         f"- Measured {data.get('date', 'at an unrecorded time')}; {len(rounds)} rounds, the cases shuffled in each. "
         f"1-minute load average at the start of each round: min {min(loads):.2f}, median "
         f"{statistics.median(loads):.2f}, max {max(loads):.2f}." + (" Smoke mode: these figures mean nothing." if smoke else ""),
-        "- Wall-clock times, median over rounds (min-max); a ratio is the median over rounds of that round's ratio. "
+        "- Wall-clock times: the median of every repeat of every round (min-max); a ratio is the median over rounds "
+        "of that round's ratio, each side the median of its repeats. "
         "Loads read one file of ours (the package reads it as its own), page cache warm, every value touched (the "
         "sum of every tensor). Each save writes a new file.",
         "",
@@ -146,8 +147,8 @@ def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
     lines += ["", "### Cases", "", "| part | case | what | ms | MiB/s |", "| --- | --- | --- | --- | --- |"]
     for part, cases in (("saves", SAVE_CASES), ("loads", LOAD_CASES)):
         for case in cases:
-            times = [seconds(r, part, case.name) for r in rounds]
-            rate = [r["bytes"] / MIB / seconds(r, part, case.name) for r in rounds]
+            times = [t for r in rounds for t in r[part][case.name]]
+            rate = [r["bytes"] / MIB / t for r in rounds for t in r[part][case.name]]
             name = f"**{case.name}**" if case.ours else case.name
             lines.append(f"| {part[:-1]} | {name} | {case.what} | {spread(times, 1e3)} | {spread(rate)} |")
     lines += ["", "Ours in bold.", ""]

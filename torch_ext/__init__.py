@@ -5,10 +5,12 @@ when the value (if it is a future) completes, or with its exception.
 ``on_complete`` is the safe ``add_done_callback`` it is built on.
 ``AsyncCheckpointer`` is their first user: asynchronous checkpoints in C++
 that upstream DCP reads; ``CheckpointManager`` keeps a training run's steps
-(commit, latest, retention, crash-safe resume).
+(commit, latest, retention, crash-safe resume). ``torch_ext.safetensors``
+reads and writes Hugging Face's safetensors files and sharded folders.
 """
 
 from torch_ext import _native  # noqa: F401
+from torch_ext import safetensors
 from torch_ext.bridges import to_concurrent_future, to_torch_future
 from torch_ext.checkpoint_manager import CheckpointManager
 from torch_ext.checkpointer import AsyncCheckpointer
@@ -24,6 +26,7 @@ __all__ = [
     "load_dcp",
     "on_complete",
     "patch_dcp",
+    "safetensors",
     "save",
     "to_concurrent_future",
     "to_torch_future",
