@@ -36,19 +36,19 @@ bool starts_like_safetensors(const MappedFile& file) {
 
 } // namespace
 
-std::string describe_format(CheckpointFormat format) {
+std::string describe_format(DiskFormat format) {
   switch (format) {
-    case CheckpointFormat::TorchSave:
+    case DiskFormat::TorchSave:
       return "a torch.save file";
-    case CheckpointFormat::Dcp:
+    case DiskFormat::Dcp:
       return "a DCP checkpoint (a folder holding .metadata)";
-    case CheckpointFormat::Safetensors:
+    case DiskFormat::Safetensors:
       return "a safetensors file";
   }
   return "an unknown format";
 }
 
-CheckpointFormat detect_format(const std::string& path) {
+DiskFormat detect_format(const std::string& path) {
   // stat, unlike open, never blocks (on a FIFO, say).
   struct stat status {};
   TORCH_CHECK(::stat(path.c_str(), &status) == 0, "cannot open the checkpoint file '", path, "': ", std::strerror(errno));
@@ -60,7 +60,7 @@ CheckpointFormat detect_format(const std::string& path) {
         "': it is a folder without the ",
         kDcpMetadata,
         " file of a DCP checkpoint; a checkpoint is a torch.save file, a safetensors file or a DCP checkpoint's folder");
-    return CheckpointFormat::Dcp;
+    return DiskFormat::Dcp;
   }
   TORCH_CHECK(
       S_ISREG(status.st_mode),
@@ -69,7 +69,7 @@ CheckpointFormat detect_format(const std::string& path) {
       "': it is ",
       describe_file_type(status.st_mode),
       ", not a regular file or a folder");
-  return starts_like_safetensors(*MappedFile::open(path)) ? CheckpointFormat::Safetensors : CheckpointFormat::TorchSave;
+  return starts_like_safetensors(*MappedFile::open(path)) ? DiskFormat::Safetensors : DiskFormat::TorchSave;
 }
 
 } // namespace torch_ext::detail

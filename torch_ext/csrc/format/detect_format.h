@@ -5,14 +5,14 @@
 namespace torch_ext::detail {
 
 // The formats a checkpoint on disk may be in.
-enum class CheckpointFormat {
+enum class DiskFormat {
   TorchSave, // a zip of a pickle and its records: torch.save's, and ours
   Dcp, // DCP's standard format: a folder of .distcp files and their .metadata
   Safetensors, // a little-endian header length, a JSON header, the tensors' bytes
 };
 
 // "a torch.save file", "a DCP checkpoint (a folder holding .metadata)", ...
-std::string describe_format(CheckpointFormat format);
+std::string describe_format(DiskFormat format);
 
 // The one rule that tells the format of what is at `path`, from what is on
 // disk (never from its name), for every reader:
@@ -23,6 +23,6 @@ std::string describe_format(CheckpointFormat format);
 //   wrong with one that is not).
 // Throws, naming the path and what it is, for anything else: nothing there,
 // a folder without .metadata, a FIFO, a device, a socket. Blocks on nothing.
-CheckpointFormat detect_format(const std::string& path);
+DiskFormat detect_format(const std::string& path);
 
 } // namespace torch_ext::detail

@@ -11,13 +11,13 @@
 namespace torch_ext::detail {
 
 c10::IValue read_checkpoint_path(const std::string& path, const ReadOptions& options) {
-  const CheckpointFormat format = detect_format(path);
+  const DiskFormat format = detect_format(path);
   switch (format) {
-    case CheckpointFormat::TorchSave:
+    case DiskFormat::TorchSave:
       return read_torch_save_file(path, options);
-    case CheckpointFormat::Dcp:
+    case DiskFormat::Dcp:
       return read_dcp_checkpoint(path, options);
-    case CheckpointFormat::Safetensors:
+    case DiskFormat::Safetensors:
       break;
   }
   TORCH_CHECK(
