@@ -18,7 +18,6 @@ import zipfile
 
 import pytest
 import torch
-import torch.distributed.checkpoint as dcp
 
 import torch_ext
 
@@ -183,15 +182,8 @@ def test_other_special_files_are_refused_saying_what_they_are(tmp_path):
         torch_ext.load(tmp_path / "folder")
 
 
-# The format seam: other formats are told apart and named.
-
-def test_a_dcp_checkpoint_is_named_as_one(tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no process group: upstream warns
-        dcp.save({"w": torch.ones(2)}, checkpoint_id=str(tmp_path / "dcp"))
-    with pytest.raises(RuntimeError, match=rf"'{tmp_path / 'dcp'}'.*is a DCP checkpoint.*cannot read yet"):
-        torch_ext.load(tmp_path / "dcp")
-
+# The format seam: other formats are told apart and named (a DCP folder is
+# read: test_dcp_format.py).
 
 def test_a_safetensors_file_is_named_as_one(tmp_path):
     header = b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'

@@ -176,8 +176,9 @@ class DcpGlobals final : public detail::PickleGlobals {
         return Made{PickleItem{c10::IValue(path.empty() ? std::string(".") : path), nullptr}, PickleShape{}};
       }
       default:
-        context.expect(false, "REDUCE of '" + std::string(class_info(named->kind).name) + "', which DCP's metadata makes with NEWOBJ or names only");
-        return {};
+        context.malformed(
+            "REDUCE of '" + std::string(class_info(named->kind).name) +
+            "', which DCP's metadata makes with NEWOBJ or names only");
     }
   }
 
@@ -208,21 +209,25 @@ class DcpGlobals final : public detail::PickleGlobals {
       context.expect(entry.key().isString(), "a DCP metadata field whose name is no str");
       const std::string& name = entry.key().toStringRef();
       const auto field = std::find(info.fields.begin(), info.fields.end(), name);
-      context.expect(
-          field != info.fields.end(),
-          "a field '" + name + "' of " + std::string(info.name) + ", which torch 2.13's DCP metadata has not");
+      if (field == info.fields.end()) {
+        context.malformed(
+            "a field '" + name + "' of " + std::string(info.name) + ", which torch 2.13's DCP metadata has not");
+      }
       const auto slot = static_cast<size_t>(field - info.fields.begin());
       fields[slot + 1] = entry.value();
       object->set |= 1u << slot;
     }
   }
 
-  void check_key(const PickleContext& context, const c10::IValue& key) override {
+  // Objects are str tokens already, so every key is its own stand-in.
+  c10::IValue dict_key(const PickleContext& context, const c10::IValue& key) override {
     const Object* object = find(key);
     // A MetadataIndex is complete (and changes no more) before it keys a dict.
-    context.expect(
-        key.isString() || (object != nullptr && object->kind == Kind::MetadataIndex && object->built),
-        std::string("a dict key of type ") + key.tagKind() + "; DCP's metadata is keyed by str and MetadataIndex");
+    if (!key.isString() || (is_token(key) && (object == nullptr || object->kind != Kind::MetadataIndex || !object->built))) {
+      context.malformed(
+          std::string("a dict key of type ") + key.tagKind() + "; DCP's metadata is keyed by str and MetadataIndex");
+    }
+    return key;
   }
 
   struct Object {

@@ -10,7 +10,7 @@
 #include <c10/util/Exception.h>
 
 #include "torch_ext/csrc/io/crc32.h"
-#include "torch_ext/csrc/io/durable_file.h"
+#include "torch_ext/csrc/io/mapped_file.h"
 #include "torch_ext/csrc/state/select_keys.h"
 
 #include "dtypes.h"
