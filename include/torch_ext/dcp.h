@@ -29,16 +29,21 @@
 
 namespace torch_ext {
 
-// How write_dcp_checkpoint writes.
+// How write_dcp_checkpoint and dcp::write_data_files write.
 struct DcpWriteOptions {
-  // Data files written at once, by as many threads: `__0_0.distcp` to
-  // `__0_<thread_count - 1>.distcp`, in [1, 256], as FileSystemWriter's
+  // Data files written at once, by as many threads: `__<rank>_0.distcp` to
+  // `__<rank>_<thread_count - 1>.distcp`, in [1, 256], as FileSystemWriter's
   // thread_count.
   int64_t thread_count = 1;
   // Compress each item with zstd, as upstream's ZStandard extension
   // (`_extensions=[ZStandard()]`) does: upstream reads it only with the
   // `zstandard` or `pyzstd` module installed.
   bool compress = false;
+  // fsync each data file and `.metadata` before renaming it into place, and
+  // the folder after. Without, files still appear whole and `.metadata`
+  // last, but a crash of the machine may lose them (FileSystemWriter's
+  // sync_files=False).
+  bool sync = true;
 };
 
 // Reads the DCP checkpoint in the folder `path` in one process, as
@@ -169,8 +174,10 @@ TORCH_EXT_API std::string pickle_metadata(const Metadata& metadata);
 // writes `.metadata` into a temporary file, fsyncs it, renames it into place
 // and fsyncs the folder; call it once every data file is committed
 // (DataFileWriter::commit makes a file and its name durable).
+// With `sync` false, `.metadata` is renamed into place without fsync (see
+// DcpWriteOptions::sync).
 TORCH_EXT_API void prepare_folder(const std::string& folder);
-TORCH_EXT_API void commit_metadata(const std::string& folder, const Metadata& metadata);
+TORCH_EXT_API void commit_metadata(const std::string& folder, const Metadata& metadata, bool sync = true);
 
 // What a written item was and where it landed: one entry of
 // Metadata::storage_data, and what upstream's WriteResult holds.
@@ -186,7 +193,8 @@ struct WriteResult {
 class TORCH_EXT_API DataFileWriter {
  public:
   // `relative_path`: the file's name in `folder` (data_file_name()).
-  DataFileWriter(const std::string& folder, std::string relative_path, bool compress = false);
+  // `sync`: see DcpWriteOptions::sync.
+  DataFileWriter(const std::string& folder, std::string relative_path, bool compress = false, bool sync = true);
   DataFileWriter(const DataFileWriter&) = delete;
   DataFileWriter& operator=(const DataFileWriter&) = delete;
   ~DataFileWriter();
@@ -204,6 +212,45 @@ class TORCH_EXT_API DataFileWriter {
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;
+};
+
+// One item of a rank's save.
+struct SaveItem {
+  ItemIndex index;
+  // A tensor chunk (on the CPU) or a non-tensor value (what value_kind()
+  // accepts)...
+  c10::IValue value;
+  // ...or, when set, a non-tensor value that torch.save serialized already
+  // (Python's), written as it is.
+  std::optional<std::string> torch_save_bytes;
+};
+
+// Throws, saying what was expected, unless `options` are valid (the bound
+// of thread_count); a save checks them before it touches any file.
+TORCH_EXT_API void check_write_options(const DcpWriteOptions& options);
+
+// What one rank writes of a save (FileSystemWriter.write_data): `items`
+// dealt into options.thread_count data files `__<rank>_<i>.distcp` as
+// upstream deals them (non-tensor items round-robin, tensors largest first
+// to the least full file; a file left without items is written empty),
+// written by as many threads, each file committed. Returns where every item
+// landed, file by file. The folder's commit rule: rank 0 calls
+// prepare_folder before any rank writes, and commit_metadata with every
+// rank's results once all have written.
+TORCH_EXT_API std::vector<WriteResult> write_data_files(
+    const std::string& folder,
+    int64_t rank,
+    const std::vector<SaveItem>& items,
+    const DcpWriteOptions& options = {});
+
+// One read of a load plan (upstream's ReadItem of a tensor): the region of
+// the saved chunk `index` that starts at `storage_offsets` and spans
+// `lengths`, into `destination`.
+struct RegionRead {
+  ItemIndex index;
+  std::vector<int64_t> storage_offsets;
+  std::vector<int64_t> lengths;
+  at::Tensor destination;
 };
 
 // Reads the items of a committed DCP folder. Thread-safe: any number of
@@ -227,7 +274,8 @@ class TORCH_EXT_API CheckpointReader {
   at::Tensor read_tensor(const ItemIndex& index) const;
   // Copies the region of the saved chunk `index` that starts at
   // `storage_offsets` (relative to the chunk) and spans `lengths` into
-  // `destination`, a tensor of sizes `lengths` and the entry's dtype. Of an
+  // `destination`, a tensor of sizes `lengths` (of another dtype than the
+  // entry's, values are converted as Tensor::copy_ converts them). Of an
   // uncompressed item only the bytes between the region's first and last
   // element are touched, once its CRC32s are checked (with `verify`, which
   // reads the whole item once).
@@ -236,6 +284,11 @@ class TORCH_EXT_API CheckpointReader {
       const std::vector<int64_t>& storage_offsets,
       const std::vector<int64_t>& lengths,
       at::Tensor& destination) const;
+  // Every read of `reads`, as read_region_into does them, by several
+  // threads (at most one per hardware thread, and 8), each taking the next
+  // read in the order of the items' files and offsets. The first error is
+  // raised once every thread stopped; reads not yet started are not done.
+  void read_regions_into(const std::vector<RegionRead>& reads) const;
   // A non-tensor item, unpickled with the restricted unpickler.
   c10::IValue read_object(const ItemIndex& index) const;
   // An item's torch.save archive, decompressed and verified, for a caller

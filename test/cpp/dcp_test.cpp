@@ -305,4 +305,88 @@ TEST_F(DcpTest, ValuesACheckpointCannotHoldFailBeforeAnyFile) {
   EXPECT_THROW(torch_ext::write_dcp_checkpoint(folder(), dict(), {0, false}), c10::ValueError);
 }
 
+// FileSystemWriter.write_data's split: non-tensor items round-robin, tensors
+// largest first to the least full file.
+TEST_F(DcpTest, ARanksItemsAreDealtIntoItsFilesAsUpstreamDealsThem) {
+  using torch_ext::dcp::SaveItem;
+  const auto tensor_item = [](const std::string& fqn, int64_t numel) {
+    return SaveItem{ItemIndex{fqn, std::vector<int64_t>{0}, 0}, torch::randn({numel}), std::nullopt};
+  };
+  const auto object_item = [](const std::string& fqn, IValue value) {
+    return SaveItem{ItemIndex{fqn, std::nullopt, std::nullopt}, std::move(value), std::nullopt};
+  };
+  std::vector<SaveItem> items = {
+      tensor_item("t10", 10),
+      object_item("o0", int64_t{1}),
+      tensor_item("t100", 100),
+      object_item("o1", std::string("two")),
+      tensor_item("t50", 50),
+      object_item("o2", 3.5),
+      tensor_item("t60", 60),
+  };
+  torch_ext::dcp::prepare_folder(folder());
+  const auto results = torch_ext::dcp::write_data_files(folder(), 1, items, {/*thread_count=*/3});
+  std::vector<std::pair<std::string, std::string>> placed;
+  for (const auto& result : results) {
+    placed.emplace_back(result.index.fqn, result.location.relative_path);
+  }
+  const std::vector<std::pair<std::string, std::string>> expected = {
+      {"o0", "__1_0.distcp"}, {"t100", "__1_0.distcp"}, {"o1", "__1_1.distcp"}, {"t60", "__1_1.distcp"},
+      {"o2", "__1_2.distcp"}, {"t50", "__1_2.distcp"}, {"t10", "__1_2.distcp"},
+  };
+  EXPECT_EQ(placed, expected);
+
+  // Committed, every item reads back; an item already serialized is written as it is.
+  torch_ext::dcp::Metadata metadata;
+  for (const SaveItem& item : items) {
+    if (item.value.isTensor()) {
+      const int64_t numel = item.value.toTensor().numel();
+      metadata.state_dict_metadata.emplace_back(
+          item.index.fqn, torch_ext::dcp::TensorEntry{at::kFloat, {numel}, {Chunk{{0}, {numel}}}});
+    } else {
+      metadata.state_dict_metadata.emplace_back(item.index.fqn, torch_ext::dcp::BytesEntry{});
+    }
+  }
+  for (const auto& result : results) {
+    metadata.storage_data.emplace_back(result.index, result.location);
+  }
+  torch_ext::dcp::commit_metadata(folder(), metadata);
+  const torch_ext::dcp::CheckpointReader reader(folder());
+  for (const SaveItem& item : items) {
+    if (item.value.isTensor()) {
+      EXPECT_TRUE(at::equal(reader.read_tensor(item.index), item.value.toTensor())) << item.index.fqn;
+    } else {
+      EXPECT_EQ(reader.read_object(item.index), item.value) << item.index.fqn;
+    }
+  }
+  const fs::path again = folder_ / "again";
+  const std::string bytes = reader.read_serialized(items[3].index);
+  torch_ext::dcp::prepare_folder(again.string());
+  const auto rewritten = torch_ext::dcp::write_data_files(
+      again.string(), 0, {SaveItem{items[3].index, IValue(), bytes}}, {/*thread_count=*/2});
+  ASSERT_EQ(rewritten.size(), 1u);
+  EXPECT_EQ(rewritten[0].location.length, bytes.size());
+  // A file left without items is written, empty, as upstream writes it.
+  EXPECT_EQ(fs::file_size(again / "__0_1.distcp"), 0u);
+
+  EXPECT_THROW(torch_ext::dcp::write_data_files(folder(), 0, items, {/*thread_count=*/0}), c10::ValueError);
+}
+
+TEST_F(DcpTest, RegionReadsOfALoadPlanFillTheirTensorsConvertingTheDtype) {
+  const at::Tensor weight = torch::randn({7, 8});
+  write_two_ranks(folder(), weight);
+  const torch_ext::dcp::CheckpointReader reader(folder());
+  // Rows 2-6 as 3 ranks of 2 would own them, in double.
+  at::Tensor owned = torch::zeros({5, 8}, torch::kDouble);
+  std::vector<torch_ext::dcp::RegionRead> reads = {
+      {ItemIndex{"weight", std::vector<int64_t>{4, 0}, 1}, {0, 0}, {3, 8}, owned.narrow(0, 2, 3)},
+      {ItemIndex{"weight", std::vector<int64_t>{0, 0}, 0}, {2, 0}, {2, 8}, owned.narrow(0, 0, 2)},
+  };
+  reader.read_regions_into(reads);
+  EXPECT_TRUE(at::equal(owned, weight.narrow(0, 2, 5).to(torch::kDouble)));
+
+  reads.push_back({ItemIndex{"weight", std::vector<int64_t>{4, 0}, 1}, {2, 0}, {2, 8}, torch::empty({2, 8})});
+  EXPECT_THROW(reader.read_regions_into(reads), c10::ValueError);
+}
+
 } // namespace

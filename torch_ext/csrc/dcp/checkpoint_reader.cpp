@@ -1,8 +1,13 @@
 #include <torch_ext/dcp.h>
 
+#include <algorithm>
+#include <atomic>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <thread>
+#include <tuple>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -20,6 +25,8 @@ using detail::dcp::ItemReader;
 // items: their chunk's bytes and the archive around them).
 constexpr uint64_t kMaxObjectBytes = uint64_t{1} << 30;
 constexpr uint64_t kArchiveOverhead = uint64_t{1} << 20;
+// read_regions_into's threads at most (and one per hardware thread).
+constexpr size_t kMaxReadThreads = 8;
 
 std::string offsets_text(const std::optional<std::vector<int64_t>>& offsets) {
   if (!offsets) {
@@ -233,19 +240,68 @@ void CheckpointReader::read_region_into(
     source = source.narrow(static_cast<int64_t>(d), storage_offsets[d], lengths[d]);
   }
   TORCH_CHECK_VALUE(
-      destination.sizes() == source.sizes() && destination.scalar_type() == source.scalar_type(),
+      destination.sizes() == source.sizes(),
       "read_region_into of '",
       index.fqn,
       "' expected a destination of sizes ",
       source.sizes(),
-      " and dtype ",
-      source.scalar_type(),
       ", got ",
-      destination.sizes(),
-      " and ",
-      destination.scalar_type());
+      destination.sizes());
   // Touches only the pages between the region's first and last element.
   destination.copy_(source);
+}
+
+void CheckpointReader::read_regions_into(const std::vector<RegionRead>& reads) const {
+  // In the order of the files' bytes, so that each thread reads forward.
+  std::vector<std::pair<const ItemLocation*, const RegionRead*>> order;
+  order.reserve(reads.size());
+  for (const RegionRead& read : reads) {
+    order.emplace_back(&location(read.index), &read);
+  }
+  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.first->relative_path, a.first->offset) < std::tie(b.first->relative_path, b.first->offset);
+  });
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::mutex error_mutex;
+  std::exception_ptr error;
+  const auto work = [&] {
+    for (size_t i = next++; i < order.size() && !failed; i = next++) {
+      const RegionRead& read = *order[i].second;
+      try {
+        at::Tensor destination = read.destination;
+        read_region_into(read.index, read.storage_offsets, read.lengths, destination);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!error) {
+          error = std::current_exception();
+        }
+        failed = true;
+      }
+    }
+  };
+  const size_t thread_count =
+      std::min({order.size(), static_cast<size_t>(std::max(1u, std::thread::hardware_concurrency())), kMaxReadThreads});
+  std::vector<std::thread> threads;
+  const auto join = [&threads] {
+    for (std::thread& thread : threads) {
+      thread.join();
+    }
+  };
+  try {
+    for (size_t i = 1; i < thread_count; ++i) {
+      threads.emplace_back(work);
+    }
+  } catch (...) {
+    failed = true;
+    join();
+    throw;
+  }
+  work();
+  join();
+  if (error) {
+    std::rethrow_exception(error);
+  }
 }
 
 c10::IValue CheckpointReader::read_object(const ItemIndex& index) const {

@@ -26,10 +26,10 @@ class DataFileWriter::Impl {
  public:
   using Sink = detail::ArchiveWriter::Sink;
 
-  Impl(const std::string& folder, std::string relative_path, bool compress)
+  Impl(const std::string& folder, std::string relative_path, bool compress, bool sync)
       : relative_path_(std::move(relative_path)),
         compress_(compress),
-        out_((std::filesystem::path(folder) / relative_path_).string()) {
+        out_((std::filesystem::path(folder) / relative_path_).string(), sync) {
     buffer_.reserve(kBufferBytes);
   }
 
@@ -85,8 +85,8 @@ class DataFileWriter::Impl {
   std::vector<char> buffer_;
 };
 
-DataFileWriter::DataFileWriter(const std::string& folder, std::string relative_path, bool compress)
-    : impl_(std::make_unique<Impl>(folder, std::move(relative_path), compress)) {}
+DataFileWriter::DataFileWriter(const std::string& folder, std::string relative_path, bool compress, bool sync)
+    : impl_(std::make_unique<Impl>(folder, std::move(relative_path), compress, sync)) {}
 
 DataFileWriter::~DataFileWriter() = default;
 

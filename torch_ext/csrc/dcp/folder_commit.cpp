@@ -26,9 +26,9 @@ void prepare_folder(const std::string& folder) {
   }
 }
 
-void commit_metadata(const std::string& folder, const Metadata& metadata) {
+void commit_metadata(const std::string& folder, const Metadata& metadata, bool sync) {
   const std::string pickle = pickle_metadata(metadata);
-  detail::DurableFile out((std::filesystem::path(folder) / kMetadataFileName).string());
+  detail::DurableFile out((std::filesystem::path(folder) / kMetadataFileName).string(), sync);
   out.write(pickle.data(), pickle.size());
   out.commit();
 }

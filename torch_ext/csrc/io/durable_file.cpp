@@ -45,8 +45,8 @@ void fsync_folder(const std::string& folder, const std::string& path) {
   TORCH_CHECK(result == 0, "fsync of the folder '", folder, "' after updating '", path, "' failed: ", error_text(error));
 }
 
-DurableFile::DurableFile(std::string path)
-    : path_(std::move(path)), temporary_path_(temporary_path_for(path_)) {
+DurableFile::DurableFile(std::string path, bool sync)
+    : path_(std::move(path)), temporary_path_(temporary_path_for(path_)), sync_(sync) {
   fd_ = ::open(temporary_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   TORCH_CHECK(
       fd_ >= 0, "cannot create a temporary file '", temporary_path_, "' to write '", path_, "': ", error_text(errno));
@@ -74,7 +74,7 @@ void DurableFile::write(const void* data, size_t size) {
     bytes += written;
     size -= static_cast<size_t>(written);
     position_ += static_cast<uint64_t>(written);
-    if (position_ - written_back_ >= kWritebackBytes) {
+    if (sync_ && position_ - written_back_ >= kWritebackBytes) {
       start_writeback();
     }
   }
@@ -109,7 +109,7 @@ void DurableFile::start_writeback() {
 }
 
 void DurableFile::commit() {
-  TORCH_CHECK(::fsync(fd_) == 0, "fsync of '", path_, "' failed: ", error_text(errno));
+  TORCH_CHECK(!sync_ || ::fsync(fd_) == 0, "fsync of '", path_, "' failed: ", error_text(errno));
   const int fd = std::exchange(fd_, -1);
   TORCH_CHECK(::close(fd) == 0, "closing '", path_, "' failed: ", error_text(errno));
   TORCH_CHECK(
@@ -121,6 +121,9 @@ void DurableFile::commit() {
       "': ",
       error_text(errno));
   committed_ = true;
+  if (!sync_) {
+    return;
+  }
   const std::string folder = std::filesystem::path(path_).parent_path().string();
   fsync_folder(folder.empty() ? "." : folder, path_);
 }

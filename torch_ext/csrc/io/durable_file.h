@@ -11,10 +11,12 @@ namespace torch_ext::detail {
 // A file that appears whole or not at all: written into a temporary file in
 // the same folder, then commit() fsyncs it, renames it over `path` and
 // fsyncs the folder. Destroyed uncommitted, it removes the temporary file and
-// leaves `path` as it was. Errors name `path`.
+// leaves `path` as it was. Errors name `path`. With `sync` false, commit()
+// renames without any fsync: the file appears whole, but a crash may lose it
+// (FileSystemWriter's sync_files=False).
 class DurableFile {
  public:
-  explicit DurableFile(std::string path);
+  explicit DurableFile(std::string path, bool sync = true);
   DurableFile(const DurableFile&) = delete;
   DurableFile& operator=(const DurableFile&) = delete;
   ~DurableFile();
@@ -36,6 +38,7 @@ class DurableFile {
 
   std::string path_;
   std::string temporary_path_;
+  bool sync_;
   int fd_ = -1;
   uint64_t position_ = 0;
   uint64_t written_back_ = 0;
