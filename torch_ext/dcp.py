@@ -1,8 +1,11 @@
 """DCP's standard format, read and written in C++.
 
 The folders that ``torch.distributed.checkpoint.save`` writes with
-``FileSystemWriter`` (``.metadata`` and ``__<rank>_<i>.distcp`` files), read
-without a process group and without Python's unpickler.
+``FileSystemWriter`` (``.metadata`` and ``__<rank>_<i>.distcp`` files): read
+and written in one process without a process group (``load_dcp``,
+``save_dcp``), and by ``dcp.save``, ``dcp.async_save`` and ``dcp.load``
+through ``FileSystemWriter`` and ``FileSystemReader``, this module's
+StorageWriter and StorageReader.
 """
 
 from __future__ import annotations
@@ -12,7 +15,19 @@ from typing import Any, Sequence
 
 from torch_ext import _C
 
-__all__ = ["load_dcp", "save_dcp"]
+__all__ = ["FileSystemReader", "FileSystemWriter", "load_dcp", "save_dcp"]
+
+_STORAGE = ("FileSystemReader", "FileSystemWriter")
+
+
+def __getattr__(name: str) -> Any:
+    # Imported when asked for: they import torch.distributed.checkpoint,
+    # which `import torch_ext` does not need.
+    if name in _STORAGE:
+        from torch_ext import _dcp_storage
+
+        return getattr(_dcp_storage, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_dcp(

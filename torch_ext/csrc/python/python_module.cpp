@@ -5,6 +5,7 @@
 #include "python_checkpoint_manager.h"
 #include "python_checkpointer.h"
 #include "python_dcp.h"
+#include "python_dcp_storage.h"
 #include "python_future_utils.h"
 #include "python_safetensors.h"
 
@@ -14,4 +15,5 @@ PYBIND11_MODULE(_C, module) {
   torch_ext::python::bind_checkpoint_manager(module);
   torch_ext::python::bind_dcp(module);
   torch_ext::python::bind_safetensors(module);
+  torch_ext::python::bind_dcp_storage(module);
 }
