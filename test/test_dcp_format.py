@@ -1,8 +1,6 @@
 """DCP's standard format: torch_ext's reader and writer against upstream's
 FileSystemWriter and FileSystemReader, both in this process."""
 
-import io
-import os
 import pathlib
 import pickle
 import random
@@ -12,67 +10,26 @@ import sys
 import textwrap
 import select
 import time
-import zipfile
 
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
-from torch.distributed.checkpoint._extension import ZStandard
-from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+from torch.distributed.checkpoint import FileSystemReader
 
 import torch_ext
 from torch_ext.dcp import load_dcp, save_dcp
 
-from state_dict_compare import assert_same_layout
+from dcp_states import (
+    Payload,
+    assert_bitwise_equal,
+    flip_bit,
+    record_payloads,
+    training_state,
+    upstream_full_state,
+    upstream_save,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
-
-
-def training_state(seed: int = 0) -> dict:
-    """A model's and an AdamW's state after a step, with values of every kind
-    a state dict holds: nested dicts, lists of tensors and of scalars,
-    tuples, strings, None, bf16/int/bool, 0-dim, empty and non-contiguous
-    tensors."""
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 3))
-    optim = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    model(torch.randn(4, 6)).sum().backward()
-    optim.step()
-    return {
-        "model": model.state_dict(),
-        "optim": optim.state_dict(),
-        "extra": {
-            "bf16": torch.randn(3, 4).to(torch.bfloat16),
-            "int32": torch.arange(6, dtype=torch.int32),
-            "bool": torch.tensor([True, False, True]),
-            "scalar": torch.tensor(2.5, dtype=torch.float64),
-            "empty": torch.empty(0, 3),
-            "transposed": torch.arange(12.0).reshape(3, 4).t(),
-            "tensors": [torch.ones(2), {"a": torch.zeros(1)}],
-            "ints": [1, 2, 3],
-            "pair": (torch.full((2,), 7.0), 3),
-            "text": "hello",
-            "nothing": None,
-        },
-        "step": 10 + seed,
-    }
-
-
-def upstream_save(state: dict, folder: pathlib.Path, thread_count: int = 1, compress: bool = False) -> None:
-    extensions = [ZStandard()] if compress else None
-    dcp.save(state, storage_writer=FileSystemWriter(folder, thread_count=thread_count, _extensions=extensions))
-
-
-def upstream_full_state(folder: pathlib.Path, tmp_path: pathlib.Path):
-    """What upstream gives of a DCP folder in one process."""
-    out = tmp_path / "converted.pt"
-    dcp_to_torch_save(folder, out)
-    return torch.load(out, weights_only=False)
-
-
-def assert_bitwise_equal(ours, theirs) -> None:
-    assert_same_layout(ours, theirs, tolerance=0.0)
 
 
 def storage_data(folder: pathlib.Path):
@@ -195,16 +152,6 @@ def test_save_dcp_refuses_what_a_checkpoint_cannot_hold(tmp_path):
     assert not (tmp_path / "ckpt").exists()
 
 
-class Payload:
-    """Unpickled by pickle.load, it runs `touch marker`."""
-
-    def __init__(self, marker: pathlib.Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_a_metadata_naming_another_global_is_refused_and_runs_nothing(tmp_path):
     folder = tmp_path / "ckpt"
     upstream_save(training_state(), folder)
@@ -218,23 +165,6 @@ def test_a_metadata_naming_another_global_is_refused_and_runs_nothing(tmp_path):
             with pytest.raises(RuntimeError, match="names the global 'posix.system'"):
                 read(folder)
         assert not marker.exists()
-
-
-def flip_bit(path: pathlib.Path, position: int, bit: int = 0) -> None:
-    with open(path, "r+b") as f:
-        f.seek(position)
-        byte = f.read(1)[0]
-        f.seek(position)
-        f.write(bytes([byte ^ (1 << bit)]))
-
-
-def record_payloads(item: bytes):
-    """(start, length) of every record's data in a torch.save archive."""
-    archive = zipfile.ZipFile(io.BytesIO(item))
-    for info in archive.infolist():
-        header = item[info.header_offset : info.header_offset + 30]
-        start = info.header_offset + 30 + int.from_bytes(header[26:28], "little") + int.from_bytes(header[28:30], "little")
-        yield start, info.file_size
 
 
 @pytest.mark.parametrize("compress", [False, True])
