@@ -55,8 +55,13 @@ bool wanted(const ObjectPath& path, bool is_object, const std::vector<std::strin
 }
 
 // A whole tensor: the saved chunk itself if it is the whole tensor (a view
-// of the mapped file), else its chunks copied into place.
-at::Tensor read_whole_tensor(const CheckpointReader& reader, const std::string& fqn, const dcp::TensorEntry& entry) {
+// of the mapped file), else a tensor its chunks are to be copied into, by
+// the reads added to `reads`.
+at::Tensor whole_tensor(
+    const CheckpointReader& reader,
+    const std::string& fqn,
+    const dcp::TensorEntry& entry,
+    std::vector<dcp::RegionRead>& reads) {
   detail::dcp::check_tiling(entry, fqn, reader.folder());
   if (entry.chunks.size() == 1 && entry.chunks[0].sizes == entry.size) {
     return reader.read_tensor(ItemIndex{fqn, entry.chunks[0].offsets, 0});
@@ -68,11 +73,11 @@ at::Tensor read_whole_tensor(const CheckpointReader& reader, const std::string& 
     for (size_t d = 0; d < chunk.offsets.size(); ++d) {
       region = region.narrow(static_cast<int64_t>(d), chunk.offsets[d], chunk.sizes[d]);
     }
-    reader.read_region_into(
+    reads.push_back(dcp::RegionRead{
         ItemIndex{fqn, chunk.offsets, static_cast<int64_t>(i)},
         std::vector<int64_t>(chunk.offsets.size(), 0),
         chunk.sizes,
-        region);
+        std::move(region)});
   }
   return whole;
 }
@@ -88,6 +93,7 @@ c10::IValue read_dcp_checkpoint(const std::string& path, const ReadOptions& opti
       paths.emplace(fqn, &object_path);
     }
   }
+  std::vector<dcp::RegionRead> reads;
   detail::dcp::Unflattener state(
       "the DCP checkpoint '" + path + "'", kPaddingPerEntry * metadata.state_dict_metadata.size() + 1024);
   for (const auto& [fqn, entry] : metadata.state_dict_metadata) {
@@ -98,10 +104,12 @@ c10::IValue read_dcp_checkpoint(const std::string& path, const ReadOptions& opti
     if (!options.keys.empty() && !wanted(object_path, tensor == nullptr, options.keys)) {
       continue;
     }
-    c10::IValue value = tensor != nullptr ? c10::IValue(read_whole_tensor(reader, fqn, *tensor))
+    c10::IValue value = tensor != nullptr ? c10::IValue(whole_tensor(reader, fqn, *tensor, reads))
                                           : reader.read_object(ItemIndex{fqn, std::nullopt, std::nullopt});
     state.set(object_path, std::move(value), fqn);
   }
+  // The chunks of tensors saved in several (by several ranks), together.
+  reader.read_regions_into(reads);
   c10::IValue result = state.take();
   if (!options.keys.empty()) {
     result = detail::select_keys(result, options.keys, path);
