@@ -89,5 +89,27 @@ def test_every_safetensors_benchmark_case_runs_and_is_reported(cpp_build, tmp_pa
         for case in cases:
             assert f"| {case.name} |" in report or f"| **{case.name}** |" in report
             assert len(round_[part][case.name]) == 1 and round_[part][case.name][0] > 0
+
+
+def test_every_dcp_benchmark_case_runs_and_is_reported(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import dcp_report
+
+    command = [sys.executable, str(ROOT / "tools" / "bench_report.py"), "--smoke", "--no-plot", "--dcp",
+               "--out", str(tmp_path)]
+    # The report script exits with an error if a case gives no result.
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    data = json.loads((tmp_path / "benchmarks.json").read_text())["dcp"]
+    report = (tmp_path / "benchmarks.md").read_text()
+    (round_,) = data["rounds"]
+    for case in dcp_report.CASES:
+        if data["cold"] or not case.name.endswith("_cold"):
+            assert round_[case.name] > 0, case.name
+            assert f"| {case.name} |" in report or f"| **{case.name}** |" in report
+    for case in dcp_report.ASYNC_CASES:
+        assert 0 <= round_[case.name]["blocked_s"] <= round_[case.name]["durable_s"], case.name
+        assert f"| **{case.name}** |" in report or f"| {case.name} |" in report
     for goal in data["goals"]:
         assert f"| {goal['goal']} |" in report

@@ -1,8 +1,9 @@
 """Runs the benchmarks in interleaved rounds and writes the report.
 
-Three parts, each run when its binary is given. Checkpoints
-(--checkpoint-bench): tools/checkpoint_report.py. safetensors
-(--safetensors-bench): tools/safetensors_report.py. Future helpers
+Four parts, each run when asked. Checkpoints (--checkpoint-bench, its
+binary): tools/checkpoint_report.py. safetensors (--safetensors-bench, its
+binary): tools/safetensors_report.py. DCP checkpoints (--dcp):
+tools/dcp_report.py. Future helpers
 (--cpp-bench): each round runs the C++ benchmark (Google Benchmark: five
 repetitions of each case, all in random order), then the Python and the
 TorchScript benchmarks (cases shuffled, repeats interleaved). Every figure is
@@ -33,6 +34,7 @@ import sys
 from typing import Dict, List, NamedTuple, Optional
 
 import checkpoint_report
+import dcp_report
 import safetensors_report
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -235,6 +237,7 @@ def write_markdown(
     path: pathlib.Path, futures: Optional[dict], goals: List[dict], rounds: int,
     checkpoint: Optional[dict], checkpoint_goals: List[dict], smoke: bool,
     safetensors: Optional[dict] = None, safetensors_goals: Optional[List[dict]] = None,
+    dcp: Optional[dict] = None, dcp_goals: Optional[List[dict]] = None,
 ) -> None:
     lines = [
         "# Benchmarks",
@@ -249,6 +252,8 @@ def write_markdown(
         lines += checkpoint_report.markdown(checkpoint, checkpoint_goals, smoke)
     if safetensors is not None:
         lines += safetensors_report.markdown(safetensors, safetensors_goals or [], smoke)
+    if dcp is not None:
+        lines += dcp_report.markdown(dcp, dcp_goals or [], smoke)
     if futures is not None:
         lines += futures_markdown(futures, goals, rounds)
     path.write_text("\n".join(lines))
@@ -335,19 +340,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="rounds of the future helpers' part")
     parser.add_argument("--checkpoint-rounds", type=int, default=5)
     parser.add_argument("--checkpoint-sizes", default="256,1024", help="MiB, comma-separated")
+    parser.add_argument("--dcp", action="store_true", help="runs the DCP part (bench/python/dcp_bench.py)")
+    parser.add_argument("--dcp-rounds", type=int, default=3)
+    parser.add_argument("--dcp-mib", type=int, default=1024)
+    parser.add_argument("--dcp-threads", type=int, default=1, help="thread_count of both DCP writers")
     parser.add_argument("--smoke", action="store_true", help="one short round: checks that every case runs")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--from-json", type=pathlib.Path,
                         help="a benchmarks.json: write the report from its figures instead of measuring")
     args = parser.parse_args()
     if args.cpp_bench is None and args.checkpoint_bench is None and args.safetensors_bench is None \
-            and args.from_json is None:
-        parser.error("give --cpp-bench, --checkpoint-bench, --safetensors-bench or several (or --from-json)")
+            and not args.dcp and args.from_json is None:
+        parser.error("give --cpp-bench, --checkpoint-bench, --safetensors-bench, --dcp or several (or --from-json)")
     rounds = 1 if args.smoke else args.rounds
     random.seed()
     report: dict = {}
     checkpoint, checkpoint_goals = None, []
     futures, goals = None, []
+    dcp, dcp_goals = None, []
     # A part not measured now is taken from --from-json or, outside smoke
     # mode, from the report in --out, so that one part can be measured again
     # alone; each part states when it was measured.
@@ -370,6 +380,15 @@ def main() -> None:
         safetensors = {key: value for key, value in safetensors.items() if key != "goals"}
         safetensors_goals = safetensors_report.evaluate(safetensors)
         report["safetensors"] = {**safetensors, "goals": safetensors_goals}
+    if args.dcp and not args.from_json:
+        dcp = dcp_report.run(16 if args.smoke else args.dcp_mib, 1 if args.smoke else args.dcp_rounds,
+                             args.dcp_threads, args.smoke)
+    else:
+        dcp = measured.get("dcp")
+    if dcp is not None:
+        dcp = {key: value for key, value in dcp.items() if key != "goals"}
+        dcp_goals = dcp_report.evaluate(dcp)
+        report["dcp"] = {**dcp, "goals": dcp_goals}
     if not (args.cpp_bench and not args.from_json) and "samples" in measured:
         futures = {key: measured[key] for key in ("samples", "allocations", "loads", "date") if key in measured}
         rounds = len(futures["loads"]) - 1
@@ -385,7 +404,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.json").write_text(json.dumps(report, indent=1) + "\n")
     write_markdown(args.out / "benchmarks.md", futures, goals, rounds, checkpoint, checkpoint_goals, args.smoke,
-                   safetensors, safetensors_goals)
+                   safetensors, safetensors_goals, dcp, dcp_goals)
     if not args.no_plot:
         if futures is not None:
             write_plot(args.out / "benchmarks.png", futures)
@@ -394,7 +413,7 @@ def main() -> None:
     for row in checkpoint_goals:
         shown = ", ".join(f"{mib} MiB: {value}" for mib, value in row["shown"].items())
         print(f"{'ok ' if row['holds'] else 'NO '} {row['goal']}: {shown} ({row['bound']})")
-    for row in safetensors_goals + goals:
+    for row in safetensors_goals + dcp_goals + goals:
         print(f"{'ok ' if row['holds'] else 'NO '} {row['goal']}: {row['shown']} ({row['bound']})")
 
 
