@@ -51,14 +51,6 @@ bool is_instance(py::handle value, py::handle type) {
   return py::isinstance(value, type);
 }
 
-std::vector<int64_t> ints(py::handle sequence) {
-  std::vector<int64_t> values;
-  for (py::handle value : sequence) {
-    values.push_back(value.cast<int64_t>());
-  }
-  return values;
-}
-
 py::object size_of(const std::vector<int64_t>& values) {
   return Classes::get().size(py::cast(values));
 }
@@ -104,9 +96,9 @@ dcp::TensorEntry tensor_entry_from_python(const std::string& fqn, py::handle sto
       "' has the memory format ",
       std::string(py::str(memory_format)),
       "; TensorProperties holds contiguous_format, channels_last or preserve_format");
-  entry.size = ints(storage.attr("size"));
+  entry.size = ints_from_python(storage.attr("size"));
   for (py::handle chunk : storage.attr("chunks")) {
-    entry.chunks.push_back(dcp::Chunk{ints(chunk.attr("offsets")), ints(chunk.attr("sizes"))});
+    entry.chunks.push_back(dcp::Chunk{ints_from_python(chunk.attr("offsets")), ints_from_python(chunk.attr("sizes"))});
   }
   return entry;
 }
@@ -279,7 +271,7 @@ dcp::ItemIndex item_index_from_python(py::handle index) {
   result.fqn = index.attr("fqn").cast<std::string>();
   const py::object offset = index.attr("offset");
   if (!offset.is_none()) {
-    result.offset = ints(offset);
+    result.offset = ints_from_python(offset);
   }
   result.index = optional_of<int64_t>(index.attr("index"));
   return result;
@@ -290,6 +282,14 @@ py::object item_index_to_python(const dcp::ItemIndex& index) {
       index.fqn,
       index.offset ? size_of(*index.offset) : py::object(py::none()),
       index.index ? py::object(py::int_(*index.index)) : py::object(py::none()));
+}
+
+std::vector<int64_t> ints_from_python(py::handle sequence) {
+  std::vector<int64_t> values;
+  for (py::handle value : sequence) {
+    values.push_back(value.cast<int64_t>());
+  }
+  return values;
 }
 
 py::object location_to_python(const dcp::ItemLocation& location) {

@@ -2,6 +2,9 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <vector>
+
 #include <torch_ext/dcp.h>
 
 namespace torch_ext::python {
@@ -20,5 +23,8 @@ pybind11::object item_index_to_python(const torch_ext::dcp::ItemIndex& index);
 
 // _StorageInfo.
 pybind11::object location_to_python(const torch_ext::dcp::ItemLocation& location);
+
+// A sequence of ints (a torch.Size: offsets, sizes, lengths).
+std::vector<int64_t> ints_from_python(pybind11::handle sequence);
 
 } // namespace torch_ext::python

@@ -3,7 +3,6 @@
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -16,14 +15,6 @@ namespace {
 
 namespace py = pybind11;
 namespace dcp = torch_ext::dcp;
-
-std::vector<int64_t> ints(py::handle sequence) {
-  std::vector<int64_t> values;
-  for (py::handle value : sequence) {
-    values.push_back(value.cast<int64_t>());
-  }
-  return values;
-}
 
 // A tensor whose bytes C++ may read and write without Python: not a
 // subclass that computes its values in Python (a DTensor is resolved to
@@ -100,7 +91,8 @@ void read_regions_into(const dcp::CheckpointReader& reader, const py::list& read
     const auto fields = read.cast<py::tuple>();
     dcp::ItemIndex index = item_index_from_python(fields[0]);
     at::Tensor destination = plain_tensor(fields[3], index.fqn);
-    regions.push_back(dcp::RegionRead{std::move(index), ints(fields[1]), ints(fields[2]), std::move(destination)});
+    regions.push_back(dcp::RegionRead{
+        std::move(index), ints_from_python(fields[1]), ints_from_python(fields[2]), std::move(destination)});
   }
   py::gil_scoped_release no_gil;
   reader.read_regions_into(regions);
