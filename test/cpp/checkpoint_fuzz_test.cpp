@@ -24,7 +24,6 @@
 #include <memory>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <functional>
 #include <random>
 #include <string>
@@ -34,6 +33,7 @@
 #include <torch/torch.h>
 
 #include "case_in_child.h"
+#include "fuzz_cases.h"
 #include "pickle_mutator.h"
 #include "zip_builder.h"
 
@@ -45,31 +45,11 @@ using c10::impl::GenericList;
 using torch_ext_test::ZipField;
 using torch_ext_test::ZipRecord;
 
-uint64_t env_or(const char* name, uint64_t fallback) {
-  const char* value = std::getenv(name);
-  return value == nullptr ? fallback : std::stoull(value);
-}
-
-uint64_t fuzz_seed() {
-  return env_or("TORCH_EXT_FUZZ_SEED", 20261130);
-}
-
-uint64_t fuzz_cases() {
-  return env_or("TORCH_EXT_FUZZ_CASES", 2000);
-}
-
-fs::path test_data() {
-  return TORCH_EXT_TEST_DATA; // test/data, set by CMake
-}
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void write_bytes(const fs::path& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
+using torch_ext_test::fuzz_cases;
+using torch_ext_test::fuzz_seed;
+using torch_ext_test::read_bytes;
+using torch_ext_test::test_data;
+using torch_ext_test::write_bytes;
 
 // A checkpoint with every kind of container, shared storages and views.
 GenericDict sample() {
@@ -115,53 +95,13 @@ std::string random_pickle(std::mt19937_64& rng, size_t size) {
   return pickle;
 }
 
-// Every tensor within its storage, and every storage byte readable; "" or
-// what does not hold.
-std::string check_tensors(const c10::IValue& value, unsigned& sink) {
-  if (value.isTensor()) {
-    const at::Tensor& tensor = value.toTensor();
-    const c10::Storage& storage = tensor.storage();
-    if (tensor.numel() > 0) {
-      int64_t last = tensor.storage_offset();
-      for (int64_t d = 0; d < tensor.dim(); ++d) {
-        last += (tensor.size(d) - 1) * tensor.stride(d);
-      }
-      if (static_cast<uint64_t>(last) * tensor.element_size() >= storage.nbytes()) {
-        return "a loaded tensor reaches past its storage";
-      }
-    }
-    const auto* data = static_cast<const unsigned char*>(storage.data());
-    for (size_t i = 0; i < storage.nbytes(); ++i) {
-      sink += data[i];
-    }
-    return "";
-  }
-  std::vector<c10::IValue> items;
-  if (value.isGenericDict()) {
-    for (const auto& entry : value.toGenericDict()) {
-      items.push_back(entry.value());
-    }
-  } else if (value.isList()) {
-    items = value.toListRef().vec();
-  } else if (value.isTuple()) {
-    items = value.toTupleRef().elements().vec();
-  }
-  for (const c10::IValue& item : items) {
-    std::string failure = check_tensors(item, sink);
-    if (!failure.empty()) {
-      return failure;
-    }
-  }
-  return "";
-}
-
 // Loads `path` verified and not: "" when each load succeeds (with its
 // tensors inside their storages) or fails with an error naming the file.
 std::string load_or_fail_cleanly(const std::string& path) {
   unsigned sink = 0;
   for (const bool verify : {true, false}) {
     try {
-      std::string failure = check_tensors(torch_ext::read_checkpoint_file(path, {verify, {}}), sink);
+      std::string failure = torch_ext_test::check_tensors(torch_ext::read_checkpoint_file(path, {verify, {}}), sink);
       if (!failure.empty()) {
         return failure;
       }
@@ -180,88 +120,6 @@ std::string load_or_fail_cleanly(const std::string& path) {
   return "";
 }
 
-// Runs cases in child processes (case_in_child.h), a batch at a time; a
-// failing case fails the test and is kept in the failures folder.
-class CaseRunner {
- public:
-  CaseRunner() : root_(fs::temp_directory_path() / ("torch_ext_fuzz." + std::to_string(::getpid()))) {
-    fs::create_directories(root_);
-  }
-  ~CaseRunner() {
-    fs::remove_all(root_);
-  }
-
-  // A case: the file `name` holding `bytes`, written and loaded in a child.
-  void add(std::string name, std::string bytes) {
-    pending_.push_back({root_ / name, std::move(bytes)});
-    if (pending_.size() == kBatch) {
-      flush();
-    }
-  }
-
-  // Runs the cases added and not yet run; returns how many ran in all.
-  uint64_t finish() {
-    flush();
-    return cases_;
-  }
-
-  // Loads each file of `paths` in a child, as they are.
-  void replay(const std::vector<fs::path>& paths) {
-    report(
-        paths,
-        torch_ext_test::run_in_children(
-            paths.size(), [&paths](size_t i) { return load_or_fail_cleanly(paths[i].string()); }, kBatch),
-        [&paths](size_t i) { return read_bytes(paths[i]); });
-  }
-
-  const fs::path& root() const {
-    return root_;
-  }
-
- private:
-  static constexpr size_t kBatch = 64;
-
-  struct Pending {
-    fs::path path;
-    std::string bytes;
-  };
-
-  void flush() {
-    std::vector<fs::path> paths;
-    for (const Pending& pending : pending_) {
-      paths.push_back(pending.path);
-    }
-    report(paths, torch_ext_test::run_in_children(pending_.size(), [this](size_t i) {
-             write_bytes(pending_[i].path, pending_[i].bytes);
-             std::string why = load_or_fail_cleanly(pending_[i].path.string());
-             fs::remove(pending_[i].path);
-             return why;
-           }, kBatch), [this](size_t i) { return pending_[i].bytes; });
-    cases_ += pending_.size();
-    pending_.clear();
-  }
-
-  void report(
-      const std::vector<fs::path>& paths,
-      const std::vector<torch_ext_test::CaseFailure>& failures,
-      const std::function<std::string(size_t)>& bytes_of) {
-    for (const torch_ext_test::CaseFailure& failure : failures) {
-      const fs::path& path = paths[failure.index];
-      const char* folder = std::getenv("TORCH_EXT_FUZZ_FAILURES");
-      const fs::path kept_in = folder != nullptr ? fs::path(folder) : fs::temp_directory_path() / "torch_ext_fuzz_failures";
-      fs::create_directories(kept_in);
-      const fs::path kept = kept_in / path.filename();
-      write_bytes(kept, bytes_of(failure.index));
-      ADD_FAILURE() << path.filename().string() << " (fuzz seed " << fuzz_seed() << "): " << failure.why
-                    << "\nthe case is kept as " << kept.string() << "; add it to test/data/hostile";
-    }
-  }
-
-  fs::path root_;
-  std::vector<Pending> pending_;
-  uint64_t cases_ = 0;
-};
-
 // A seed: the records of a real checkpoint.
 struct Seed {
   std::string name;
@@ -271,6 +129,9 @@ struct Seed {
 std::vector<Seed> seeds(const fs::path& scratch) {
   std::vector<Seed> result;
   for (const auto& entry : fs::directory_iterator(test_data() / "fuzz_seeds")) {
+    if (entry.path().extension() != ".pt") {
+      continue; // another format's seed
+    }
     result.push_back({entry.path().stem().string(), torch_ext_test::read_zip_records(read_bytes(entry.path()))});
   }
   const fs::path ours = scratch / "ours.pt";
@@ -287,7 +148,6 @@ ZipRecord& pickle_record(std::vector<ZipRecord>& records) {
   });
 }
 
-// The harness the fuzzers rely on tells each way a case can go wrong.
 // The harness the fuzzers rely on tells each way a case can go wrong, and
 // which case it was.
 TEST(CaseInChildTest, ACrashAHangAndARunawayAllocationFailTheirCaseNotTheRun) {
@@ -341,7 +201,7 @@ TEST(CaseInChildTest, ACrashAHangAndARunawayAllocationFailTheirCaseNotTheRun) {
 }
 
 TEST(CheckpointFuzzTest, SeedsLoadAsTheyAreAndRebuilt) {
-  CaseRunner runner;
+  torch_ext_test::FuzzCases runner(load_or_fail_cleanly);
   const std::vector<Seed> all = seeds(runner.root());
   ASSERT_GE(all.size(), 5u);
   for (const Seed& seed : all) {
@@ -354,7 +214,7 @@ TEST(CheckpointFuzzTest, SeedsLoadAsTheyAreAndRebuilt) {
 }
 
 TEST(CheckpointFuzzTest, RandomDamageLoadsOrFailsNamingTheFile) {
-  CaseRunner runner;
+  torch_ext_test::FuzzCases runner(load_or_fail_cleanly);
   const fs::path valid_path = runner.root() / "valid.pt";
   torch_ext::write_checkpoint_file(valid_path.string(), sample());
   const std::string valid = read_bytes(valid_path);
@@ -402,7 +262,7 @@ TEST(CheckpointFuzzTest, RandomDamageLoadsOrFailsNamingTheFile) {
 }
 
 TEST(CheckpointFuzzTest, PickleMutationsLoadOrFailNamingTheFile) {
-  CaseRunner runner;
+  torch_ext_test::FuzzCases runner(load_or_fail_cleanly);
   const std::vector<Seed> all = seeds(runner.root());
   std::mt19937_64 rng(fuzz_seed() + 1);
   torch_ext_test::PickleMutator mutator(rng);
@@ -467,7 +327,7 @@ void mutate_records(std::mt19937_64& rng, std::vector<ZipRecord>& records) {
 }
 
 TEST(CheckpointFuzzTest, ZipMutationsLoadOrFailNamingTheFile) {
-  CaseRunner runner;
+  torch_ext_test::FuzzCases runner(load_or_fail_cleanly);
   const std::vector<Seed> all = seeds(runner.root());
   std::mt19937_64 rng(fuzz_seed() + 2);
   for (uint64_t i = 0, cases = fuzz_cases(); i < cases; ++i) {
@@ -516,7 +376,7 @@ TEST(CheckpointFuzzTest, EveryCaseThatEverFailedLoadsOrFailsNamingTheFile) {
   }
   std::sort(kept.begin(), kept.end());
   ASSERT_FALSE(kept.empty());
-  CaseRunner().replay(kept);
+  torch_ext_test::FuzzCases(load_or_fail_cleanly).replay(kept);
 }
 
 } // namespace

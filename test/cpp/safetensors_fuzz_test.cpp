@@ -3,53 +3,32 @@
 // the length prefix, numbers in shapes and data_offsets, dtype names,
 // duplicated and dropped entries, deep nesting, non-UTF-8 and control bytes,
 // flipped bits and truncations. Each case runs in a child process with a
-// memory limit and a timeout, so that a crash, a runaway allocation or a hang
-// is a failure of that case rather than of the run. Every case must load or
-// fail with an error naming the file; never an internal assert.
+// memory limit and a timeout (case_in_child.h), so that a crash, a runaway
+// allocation or a hang is a failure of that case rather than of the run.
+// Every case must load or fail with an error naming the file; never an
+// internal assert.
 //
-// Cases: TORCH_EXT_SAFETENSORS_FUZZ_CASES (default 1500; a fork each, so not
-// the torch.save fuzzer's count), seed: TORCH_EXT_FUZZ_SEED.
+// Cases, seed and where a failing case is kept: fuzz_cases.h (1500 cases
+// by default).
 #include <torch_ext/safetensors.h>
 
-#include <signal.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <chrono>
-#include <cstdlib>
-#include <cstring>
-#include <filesystem>
-#include <fstream>
+#include <algorithm>
+#include <cctype>
+#include <cstdint>
 #include <iostream>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "fuzz_cases.h"
+
 namespace {
 
-namespace fs = std::filesystem;
-
-constexpr auto kCaseTimeout = std::chrono::seconds(20);
-constexpr uint64_t kCaseMemoryBytes = uint64_t{1} << 30; // above what the process maps already
-
-uint64_t env_or(const char* name, uint64_t fallback) {
-  const char* value = std::getenv(name);
-  return value == nullptr ? fallback : std::stoull(value);
-}
-
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
+using torch_ext_test::read_bytes;
+using torch_ext_test::write_bytes;
 
 uint64_t header_length(const std::string& bytes) {
   uint64_t length = 0;
@@ -195,114 +174,52 @@ class Mutator {
   std::mt19937_64 rng_;
 };
 
-// In the child: loads the file every way the reader offers. Exit 0: every
-// load failed as it must; kLoaded: some loaded; 1: an error broke the rules
-// (said on stderr).
-constexpr int kLoaded = 4;
-
-[[noreturn]] void load_in_child(const std::string& path) {
-  const uint64_t limit = kCaseMemoryBytes + []() -> uint64_t {
-    std::ifstream status("/proc/self/status");
-    std::string line;
-    while (std::getline(status, line)) {
-      if (line.rfind("VmSize:", 0) == 0) {
-        return std::stoull(line.substr(7)) * 1024;
-      }
-    }
-    return uint64_t{0};
-  }();
-#if !defined(__SANITIZE_ADDRESS__)
-  // ASan's allocator maps its own regions and fails under an address-space limit.
-  const rlimit memory{limit, limit};
-  ::setrlimit(RLIMIT_AS, &memory);
-#else
-  (void)limit;
-#endif
-  int code = 0;
-  bool loaded = false;
+// Loads the file every way the reader offers: "" when each load succeeds
+// (every byte of its tensors readable) or fails with an error naming the
+// file, else what went wrong.
+std::string load_or_fail_cleanly(const std::string& path) {
+  unsigned sink = 0;
   for (const bool verify : {true, false}) {
     try {
       const torch_ext::SafetensorsFile file(path);
-      double sum = 0;
       for (const auto& entry : file.load({verify, {}})) {
         const at::Tensor tensor = entry.value().toTensor();
         const auto* bytes = static_cast<const unsigned char*>(tensor.const_data_ptr());
         for (size_t i = 0; i < tensor.nbytes(); ++i) {
-          sum += bytes[i]; // every byte readable
+          sink += bytes[i];
         }
       }
       file.verify();
-      (void)sum;
-      loaded = true;
     } catch (const c10::Error& e) {
       const std::string message = e.what();
-      if (message.find("'" + path + "'") == std::string::npos || message.find("INTERNAL ASSERT") != std::string::npos) {
-        std::cerr << "bad error: " << message << std::endl;
-        code = 1;
+      if (message.find("'" + path + "'") == std::string::npos) {
+        return "an error that does not name the file: " + message;
+      }
+      if (message.find("INTERNAL ASSERT") != std::string::npos) {
+        return "an internal assert: " + message;
       }
     }
   }
-  std::_Exit(code != 0 ? code : loaded ? kLoaded : 0);
-}
-
-// Runs one case in a child; "" if it held, else what went wrong.
-std::string run_case(const std::string& path, bool* loaded = nullptr) {
-  const pid_t child = ::fork();
-  if (child == 0) {
-    load_in_child(path);
-  }
-  if (child < 0) {
-    return "fork failed";
-  }
-  const auto deadline = std::chrono::steady_clock::now() + kCaseTimeout;
-  int status = 0;
-  while (::waitpid(child, &status, WNOHANG) == 0) {
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(child, SIGKILL);
-      ::waitpid(child, &status, 0);
-      return "timed out";
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(1)); // polling a deadline, not synchronisation
-  }
-  if (WIFSIGNALED(status)) {
-    return std::string("killed by signal ") + strsignal(WTERMSIG(status));
-  }
-  if (loaded != nullptr) {
-    *loaded = WEXITSTATUS(status) == kLoaded;
-  }
-  return WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == kLoaded
-      ? ""
-      : "an error that does not name the file, or an internal assert";
+  static volatile unsigned kept;
+  kept = sink; // the reads stay
+  return "";
 }
 
 TEST(SafetensorsFuzzTest, HostileFilesLoadOrFailNamingTheFileInBoundedMemoryAndTime) {
-  const fs::path root = fs::temp_directory_path() / ("torch_ext_safetensors_fuzz." + std::to_string(::getpid()));
-  fs::create_directories(root);
-  const std::vector<std::string> seeds = {ours((root / "ours.safetensors").string()), foreign()};
-  const std::string path = (root / "case.safetensors").string();
+  torch_ext_test::FuzzCases runner(load_or_fail_cleanly);
+  const std::string ours_path = (runner.root() / "ours.safetensors").string();
+  const std::vector<std::string> seeds = {ours(ours_path), foreign()};
   for (const std::string& seed : seeds) {
-    write_bytes(path, seed);
-    ASSERT_EQ(run_case(path), "");
-    EXPECT_NO_THROW(torch_ext::SafetensorsFile{path});
+    write_bytes(ours_path, seed);
+    ASSERT_EQ(load_or_fail_cleanly(ours_path), "");
+    EXPECT_NO_THROW(torch_ext::SafetensorsFile{ours_path});
   }
-  const uint64_t cases = env_or("TORCH_EXT_SAFETENSORS_FUZZ_CASES", 1500);
-  const uint64_t seed = env_or("TORCH_EXT_FUZZ_SEED", 20261201);
+  const uint64_t seed = torch_ext_test::fuzz_seed() + 3;
   Mutator mutator(seed);
-  uint64_t loaded = 0;
-  for (uint64_t i = 0; i < cases; ++i) {
-    const std::string bytes = mutator.mutate(seeds[i % seeds.size()]);
-    write_bytes(path, bytes);
-    bool case_loaded = false;
-    const std::string failure = run_case(path, &case_loaded);
-    loaded += case_loaded ? 1 : 0;
-    if (!failure.empty()) {
-      write_bytes((root / "failing.safetensors").string(), bytes);
-      FAIL() << "case " << i << " of seed " << seed << ": " << failure << " (kept in " << (root / "failing.safetensors")
-             << ")";
-    }
+  for (uint64_t i = 0, cases = torch_ext_test::fuzz_cases(1500); i < cases; ++i) {
+    runner.add("safetensors-" + std::to_string(i) + ".safetensors", mutator.mutate(seeds[i % seeds.size()]));
   }
-  std::cout << cases << " cases, " << loaded << " of them loaded" << std::endl;
-  fs::remove_all(root);
+  std::cout << runner.finish() << " cases" << std::endl;
 }
 
 } // namespace

@@ -1,11 +1,16 @@
 """Writes fuzz_seeds/: small torch.save files of models and optimizer states
-that test/cpp/checkpoint_fuzz_test.cpp mutates. Run from this folder with the
+that test/cpp/checkpoint_fuzz_test.cpp mutates, and DCP folders of the same
+(dcp.save) whose `.metadata` test/cpp/dcp_fuzz_test.cpp mutates. Run with the
 pinned torch to remake them: `python make_fuzz_seeds.py`."""
 
 import collections
+import os
 import pathlib
+import shutil
+import warnings
 
 import torch
+import torch.distributed.checkpoint as dcp
 
 
 class TinyModel(torch.nn.Module):
@@ -52,6 +57,16 @@ def main() -> None:
         },
         out / "values.pt",
     )
+    # Saved from inside the folder: `.metadata` records the folder as given.
+    os.chdir(out)
+    for name, state_dict in {
+        "model.dcp": model.state_dict(),
+        "training.dcp": {"model": model.state_dict(), "optim": sgd.state_dict(), "step": 1, "note": "x"},
+    }.items():
+        shutil.rmtree(name, ignore_errors=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # saved without a process group
+            dcp.save(state_dict, checkpoint_id=name)
 
 
 if __name__ == "__main__":

@@ -66,6 +66,7 @@ const ClassInfo& class_info(Kind kind) {
       {"_MEM_FORMAT_ENCODING", {"value"}},
       {"layout", {"name"}},
   }};
+  TORCH_INTERNAL_ASSERT(static_cast<size_t>(kind) < kClasses.size(), "no ClassInfo for a global that is no class");
   return kClasses[static_cast<size_t>(kind)];
 }
 
@@ -175,10 +176,11 @@ class DcpGlobals final : public detail::PickleGlobals {
         }
         return Made{PickleItem{c10::IValue(path.empty() ? std::string(".") : path), nullptr}, PickleShape{}};
       }
+      case Kind::Dtype: // a global that class_info() does not list
+        context.malformed("REDUCE of a torch dtype, which DCP's metadata names only");
       default:
         context.malformed(
-            "REDUCE of '" + std::string(class_info(named->kind).name) +
-            "', which DCP's metadata makes with NEWOBJ or names only");
+            "REDUCE of '" + std::string(class_info(named->kind).name) + "', which DCP's metadata makes with NEWOBJ");
     }
   }
 
