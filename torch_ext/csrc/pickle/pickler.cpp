@@ -1,6 +1,5 @@
 #include "pickler.h"
 
-#include <cstring>
 #include <unordered_map>
 #include <utility>
 
@@ -10,25 +9,19 @@
 
 #include "dtypes.h"
 #include "pickle_opcodes.h"
+#include "pickle_writer.h"
 
 namespace torch_ext::detail {
 namespace {
 
 using namespace pickle;
 
-// Python's pickler batches APPENDS and SETITEMS by this many items.
-constexpr size_t kBatchSize = 1000;
-
 class Pickler {
  public:
-  explicit Pickler(KeyPath& path) : path_(path) {
-    op(PROTO);
-    out_.push_back(2);
-  }
+  explicit Pickler(KeyPath& path) : path_(path) {}
 
   PickledState finish() {
-    op(STOP);
-    return {std::move(out_), std::move(storages_)};
+    return {writer_.finish(), std::move(storages_)};
   }
 
   void leaf(const c10::IValue& value, ValueKind kind) {
@@ -48,21 +41,21 @@ class Pickler {
         "; checkpoints are written from CPU tensors (AsyncCheckpointer stages them to the CPU)");
     const DtypeNames& names = *dtype_names(tensor.scalar_type());
     const bool legacy = !names.storage_class.empty();
-    global("torch._utils", legacy ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
-    op(MARK);
+    writer_.global("torch._utils", legacy ? "_rebuild_tensor_v2" : "_rebuild_tensor_v3");
+    writer_.op(MARK);
     persistent_storage(tensor, names);
-    integer(tensor.storage_offset());
+    writer_.integer(tensor.storage_offset());
     int_tuple(tensor.sizes());
     int_tuple(tensor.strides());
-    op(tensor.requires_grad() ? NEWTRUE : NEWFALSE);
-    global("collections", "OrderedDict"); // backward hooks: none
-    op(EMPTY_TUPLE);
-    op(REDUCE);
+    writer_.op(tensor.requires_grad() ? NEWTRUE : NEWFALSE);
+    writer_.global("collections", "OrderedDict"); // backward hooks: none
+    writer_.op(EMPTY_TUPLE);
+    writer_.op(REDUCE);
     if (!legacy) {
-      global("torch", std::string(names.python_name));
+      writer_.global("torch", std::string(names.python_name));
     }
-    op(TUPLE);
-    op(REDUCE);
+    writer_.op(TUPLE);
+    writer_.op(REDUCE);
   }
 
   void begin(const c10::IValue& container, ValueKind kind) {
@@ -70,22 +63,22 @@ class Pickler {
     frames_.push_back({kind, 0, false});
     switch (kind) {
       case ValueKind::List:
-        op(EMPTY_LIST);
+        writer_.op(EMPTY_LIST);
         return;
       case ValueKind::Dict:
-        op(EMPTY_DICT);
+        writer_.op(EMPTY_DICT);
         return;
       case ValueKind::OrderedDict:
-        global("collections", "OrderedDict");
-        op(EMPTY_TUPLE);
-        op(REDUCE);
+        writer_.global("collections", "OrderedDict");
+        writer_.op(EMPTY_TUPLE);
+        writer_.op(REDUCE);
         return;
       case ValueKind::Size:
-        global("torch", "Size");
+        writer_.global("torch", "Size");
         [[fallthrough]];
       case ValueKind::Tuple:
         if (container.toTupleRef().elements().size() > 3) {
-          op(MARK);
+          writer_.op(MARK);
         }
         return;
       default:
@@ -95,9 +88,9 @@ class Pickler {
 
   void key(const c10::IValue& key) {
     Frame& frame = frames_.back();
-    if (frame.items % kBatchSize == 0) {
+    if (frame.items % PickleWriter::kBatchSize == 0) {
       close_batch(frame);
-      op(MARK);
+      writer_.op(MARK);
     }
     ++frame.items;
     scalar(key, *value_kind(key));
@@ -121,15 +114,15 @@ class Pickler {
       case ValueKind::OrderedDict:
         close_batch(frame);
         if (frame.reading_attributes) {
-          op(BUILD);
+          writer_.op(BUILD);
         }
         return;
       case ValueKind::Tuple:
       case ValueKind::Size:
-        tuple_end(container.toTupleRef().elements().size());
+        writer_.tuple_end(container.toTupleRef().elements().size());
         if (kind == ValueKind::Size) {
-          op(TUPLE1);
-          op(REDUCE);
+          writer_.op(TUPLE1);
+          writer_.op(REDUCE);
         }
         return;
       default:
@@ -144,15 +137,15 @@ class Pickler {
     bool reading_attributes;
   };
 
-  // Opens an APPENDS batch before every kBatchSize-th item of a list.
+  // Opens an APPENDS batch before every PickleWriter::kBatchSize-th item of a list.
   void start_item() {
     if (frames_.empty() || frames_.back().kind != ValueKind::List) {
       return;
     }
     Frame& frame = frames_.back();
-    if (frame.items % kBatchSize == 0) {
+    if (frame.items % PickleWriter::kBatchSize == 0) {
       close_batch(frame);
-      op(MARK);
+      writer_.op(MARK);
     }
     ++frame.items;
   }
@@ -161,83 +154,39 @@ class Pickler {
     if (frame.items == 0 || frame.reading_attributes) {
       return;
     }
-    op(frame.kind == ValueKind::List ? APPENDS : SETITEMS);
-  }
-
-  void tuple_end(size_t size) {
-    static constexpr Opcode kSmall[] = {EMPTY_TUPLE, TUPLE1, TUPLE2, TUPLE3};
-    op(size <= 3 ? kSmall[size] : TUPLE);
+    writer_.op(frame.kind == ValueKind::List ? APPENDS : SETITEMS);
   }
 
   void scalar(const c10::IValue& value, ValueKind kind) {
     switch (kind) {
       case ValueKind::None:
-        op(NONE);
+        writer_.op(NONE);
         return;
       case ValueKind::Bool:
-        op(value.toBool() ? NEWTRUE : NEWFALSE);
+        writer_.op(value.toBool() ? NEWTRUE : NEWFALSE);
         return;
       case ValueKind::Int:
-        integer(value.toInt());
+        writer_.integer(value.toInt());
         return;
-      case ValueKind::Float: {
-        op(BINFLOAT);
-        uint64_t bits;
-        const double number = value.toDouble();
-        std::memcpy(&bits, &number, sizeof(bits));
-        for (int shift = 56; shift >= 0; shift -= 8) { // big-endian
-          out_.push_back(static_cast<char>(bits >> shift));
-        }
+      case ValueKind::Float:
+        writer_.binfloat(value.toDouble());
         return;
-      }
       case ValueKind::String:
-        string(value.toStringRef());
+        writer_.string(value.toStringRef());
         return;
       default:
         TORCH_INTERNAL_ASSERT(false);
     }
   }
 
-  void integer(int64_t value) {
-    if (value >= 0 && value < 256) {
-      op(BININT1);
-      out_.push_back(static_cast<char>(value));
-    } else if (value >= 0 && value < 65536) {
-      op(BININT2);
-      little_endian(static_cast<uint64_t>(value), 2);
-    } else if (value >= INT32_MIN && value <= INT32_MAX) {
-      op(BININT);
-      little_endian(static_cast<uint64_t>(value), 4);
-    } else {
-      // The fewest two's-complement bytes that hold it, as Python writes.
-      int bytes = 8;
-      while (bytes > 1) {
-        const int64_t low = -(int64_t{1} << (8 * (bytes - 1) - 1));
-        if (value < low || value > -low - 1) {
-          break;
-        }
-        --bytes;
-      }
-      op(LONG1);
-      out_.push_back(static_cast<char>(bytes));
-      little_endian(static_cast<uint64_t>(value), bytes);
-    }
-  }
-
-  void string(const std::string& text) {
-    op(BINUNICODE);
-    little_endian(text.size(), 4);
-    out_.append(text);
-  }
-
   void int_tuple(c10::IntArrayRef values) {
     if (values.size() > 3) {
-      op(MARK);
+      writer_.op(MARK);
     }
     for (const int64_t value : values) {
-      integer(value);
+      writer_.integer(value);
     }
-    tuple_end(values.size());
+    writer_.tuple_end(values.size());
   }
 
   // ('storage', <storage class>, key, 'cpu', numel), once per use, as
@@ -259,56 +208,18 @@ class Pickler {
         it->second.dtype,
         "; torch.save cannot save one storage viewed with two dtypes either");
     const size_t nbytes = tensor.storage().nbytes();
-    op(MARK);
-    memo_string("storage");
+    writer_.op(MARK);
+    writer_.memo_string("storage");
     if (names.storage_class.empty()) {
-      global("torch.storage", "UntypedStorage");
+      writer_.global("torch.storage", "UntypedStorage");
     } else {
-      global("torch", std::string(names.storage_class));
+      writer_.global("torch", std::string(names.storage_class));
     }
-    string(std::to_string(it->second.index));
-    memo_string("cpu");
-    integer(static_cast<int64_t>(names.storage_class.empty() ? nbytes : nbytes / tensor.element_size()));
-    op(TUPLE);
-    op(BINPERSID);
-  }
-
-  // A global or string met before is fetched from the memo.
-  void global(const std::string& module, const std::string& name) {
-    memoized("c" + module + "\n" + name + "\n", [&] {
-      op(GLOBAL);
-      out_.append(module).push_back('\n');
-      out_.append(name).push_back('\n');
-    });
-  }
-
-  void memo_string(const std::string& text) {
-    memoized("X" + text, [&] { string(text); });
-  }
-
-  template <typename Write>
-  void memoized(const std::string& id, Write&& write) {
-    const auto found = memo_.find(id);
-    if (found != memo_.end()) {
-      op(found->second < 256 ? BINGET : LONG_BINGET);
-      little_endian(found->second, found->second < 256 ? 1 : 4);
-      return;
-    }
-    write();
-    const uint32_t index = static_cast<uint32_t>(memo_.size());
-    memo_.emplace(id, index);
-    op(index < 256 ? BINPUT : LONG_BINPUT);
-    little_endian(index, index < 256 ? 1 : 4);
-  }
-
-  void op(Opcode code) {
-    out_.push_back(static_cast<char>(code));
-  }
-
-  void little_endian(uint64_t value, int bytes) {
-    for (int i = 0; i < bytes; ++i) {
-      out_.push_back(static_cast<char>(value >> (8 * i)));
-    }
+    writer_.string(std::to_string(it->second.index));
+    writer_.memo_string("cpu");
+    writer_.integer(static_cast<int64_t>(names.storage_class.empty() ? nbytes : nbytes / tensor.element_size()));
+    writer_.op(TUPLE);
+    writer_.op(BINPERSID);
   }
 
   struct StorageKey {
@@ -318,11 +229,10 @@ class Pickler {
   };
 
   KeyPath& path_;
-  std::string out_;
+  PickleWriter writer_{2};
   std::vector<Frame> frames_;
   std::vector<c10::Storage> storages_;
   std::unordered_map<const c10::StorageImpl*, StorageKey> storage_keys_;
-  std::unordered_map<std::string, uint32_t> memo_;
 };
 
 } // namespace
