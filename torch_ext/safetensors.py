@@ -132,7 +132,37 @@ def _entries(entries: Iterable[Entry]) -> List[Tuple[str, torch.dtype, List[int]
     return [(name, dtype, [int(size) for size in shape]) for name, dtype, shape in entries]
 
 
-class SafetensorsFile:
+class _Tensors:
+    """What a file and a folder both read, through ``self._impl``."""
+
+    _impl: Any
+
+    @property
+    def path(self) -> str:
+        return self._impl.path
+
+    def keys(self) -> List[str]:
+        """Tensor names, in the file's order (by offset; a folder's shard by shard), as ``load_file`` gives them."""
+        return [info.name for info in self._impl.tensors]
+
+    @property
+    def tensors(self) -> List[TensorInfo]:
+        return [_info(info) for info in self._impl.tensors]
+
+    def tensor(self, name: str, *, verify: bool = True) -> torch.Tensor:
+        """One tensor, a copy-on-write view of its file (its CRC32 checked first with ``verify``)."""
+        return self._impl.tensor(name, verify)
+
+    def load(self, *, verify: bool = True, keys: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
+        """``{name: tensor}`` in the file's order: every tensor, or those ``keys`` names."""
+        return self._impl.load(verify, _keys(keys))
+
+    def verify(self) -> Verification:
+        """Checks every CRC32 and reports, raising for none."""
+        return _verification(self._impl.verify())
+
+
+class SafetensorsFile(_Tensors):
     """A safetensors file, its header read and checked; no tensor read until asked for.
 
     A damaged or hostile header (a huge length, offsets that overlap, leave
@@ -142,18 +172,6 @@ class SafetensorsFile:
 
     def __init__(self, path: PathLike) -> None:
         self._impl = _C.SafetensorsFile(os.fspath(path))
-
-    @property
-    def path(self) -> str:
-        return self._impl.path
-
-    def keys(self) -> List[str]:
-        """Tensor names, in the file's order (by offset), as ``load_file`` gives them."""
-        return [info.name for info in self._impl.tensors]
-
-    @property
-    def tensors(self) -> List[TensorInfo]:
-        return [_info(info) for info in self._impl.tensors]
 
     def info(self, name: str) -> TensorInfo:
         return _info(self._impl.info(name))
@@ -168,28 +186,12 @@ class SafetensorsFile:
         """Tensors without a CRC32 in the file: what loading it cannot check."""
         return list(self._impl.unverifiable)
 
-    def tensor(self, name: str, *, verify: bool = True) -> torch.Tensor:
-        """One tensor, a copy-on-write view of the file (its CRC32 checked first with ``verify``)."""
-        return self._impl.tensor(name, verify)
 
-    def load(self, *, verify: bool = True, keys: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
-        """``{name: tensor}`` in the file's order: every tensor, or those ``keys`` names."""
-        return self._impl.load(verify, _keys(keys))
-
-    def verify(self) -> Verification:
-        """Checks every CRC32 and reports, raising for none."""
-        return _verification(self._impl.verify())
-
-
-class SafetensorsFolder:
+class SafetensorsFolder(_Tensors):
     """A folder in Hugging Face's layout, its index checked against its shards."""
 
     def __init__(self, folder: PathLike) -> None:
         self._impl = _C.SafetensorsFolder(os.fspath(folder))
-
-    @property
-    def path(self) -> str:
-        return self._impl.path
 
     @property
     def shards(self) -> List[SafetensorsFile]:
@@ -199,13 +201,6 @@ class SafetensorsFolder:
             wrapped._impl = shard
             shards.append(wrapped)
         return shards
-
-    def keys(self) -> List[str]:
-        return [info.name for info in self._impl.tensors]
-
-    @property
-    def tensors(self) -> List[TensorInfo]:
-        return [_info(info) for info in self._impl.tensors]
 
     def shard_of(self, name: str) -> str:
         """The path of the shard holding ``name``."""
@@ -219,15 +214,6 @@ class SafetensorsFolder:
     @property
     def total_size(self) -> Optional[int]:
         return self._impl.total_size
-
-    def tensor(self, name: str, *, verify: bool = True) -> torch.Tensor:
-        return self._impl.tensor(name, verify)
-
-    def load(self, *, verify: bool = True, keys: Optional[Sequence[str]] = None) -> Dict[str, torch.Tensor]:
-        return self._impl.load(verify, _keys(keys))
-
-    def verify(self) -> Verification:
-        return _verification(self._impl.verify())
 
 
 class FileWriter:

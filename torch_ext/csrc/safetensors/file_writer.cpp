@@ -146,6 +146,22 @@ void SafetensorsFileWriter::commit() {
   out_.commit();
 }
 
+void check_write(const std::string& writing, const std::vector<SafetensorsEntry>& order, size_t next) {
+  TORCH_CHECK_VALUE(
+      next < order.size(), writing, ": all its ", order.size(), " tensors are written, and write() got one more");
+}
+
+void check_commit(const std::string& writing, const std::vector<SafetensorsEntry>& order, size_t next) {
+  TORCH_CHECK_VALUE(
+      next == order.size(),
+      writing,
+      ": commit() before its tensor '",
+      next < order.size() ? order[next].name : "",
+      "' and ",
+      order.size() - next - 1,
+      " more were written");
+}
+
 } // namespace detail
 
 struct SafetensorsWriter::State {
@@ -202,13 +218,7 @@ const std::vector<SafetensorsEntry>& SafetensorsWriter::order() const {
 
 void SafetensorsWriter::write(const at::Tensor& tensor) {
   State& state = *state_;
-  TORCH_CHECK_VALUE(
-      state.next < state.order.size(),
-      "writing '",
-      state.file,
-      "': all its ",
-      state.order.size(),
-      " tensors are written, and write() got one more");
+  detail::check_write("writing '" + state.file + "'", state.order, state.next);
   const SafetensorsEntry& entry = state.order[state.next];
   TORCH_CHECK_VALUE(
       tensor.defined() && tensor.layout() == c10::kStrided && tensor.device().is_cpu() &&
@@ -230,31 +240,13 @@ void SafetensorsWriter::write(const at::Tensor& tensor) {
 
 void SafetensorsWriter::commit() {
   State& state = *state_;
-  TORCH_CHECK_VALUE(
-      state.next == state.order.size(),
-      "writing '",
-      state.file,
-      "': commit() before its tensor '",
-      state.next < state.order.size() ? state.order[state.next].name : "",
-      "' and ",
-      state.order.size() - state.next - 1,
-      " more were written");
+  detail::check_commit("writing '" + state.file + "'", state.order, state.next);
   state.writer.commit();
 }
 
 void write_safetensors_file(const std::string& file, const c10::IValue& state_dict, const SafetensorsMetadata& metadata) {
-  std::vector<std::pair<SafetensorsEntry, at::Tensor>> tensors = safetensors_tensors(state_dict);
-  std::vector<SafetensorsEntry> entries;
-  std::unordered_map<std::string, at::Tensor> by_name;
-  for (auto& [entry, tensor] : tensors) {
-    by_name.emplace(entry.name, std::move(tensor));
-    entries.push_back(std::move(entry));
-  }
-  SafetensorsWriter writer(file, std::move(entries), metadata);
-  for (const SafetensorsEntry& entry : writer.order()) {
-    writer.write(by_name.at(entry.name));
-  }
-  writer.commit();
+  detail::write_state_dict(
+      state_dict, [&](std::vector<SafetensorsEntry> entries) { return SafetensorsWriter(file, std::move(entries), metadata); });
 }
 
 } // namespace torch_ext

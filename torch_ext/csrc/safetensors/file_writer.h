@@ -3,6 +3,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include <torch_ext/safetensors.h>
@@ -31,6 +33,30 @@ SafetensorsMetadata file_metadata(SafetensorsMetadata metadata);
 // tensor's CRC32 is computed as its bytes pass, and commit() writes the
 // header again with them (the same length: fixed-width fields), then makes
 // the file durable. Destroyed before, it leaves `file` as it was.
+// The order of a writer that takes its tensors one by one (SafetensorsWriter,
+// SafetensorsFolderWriter), `next` of them written so far: throws a
+// ValueError that starts with `writing` ("writing '<file>'") unless one more
+// may be written, or unless all are and commit() may come.
+void check_write(const std::string& writing, const std::vector<SafetensorsEntry>& order, size_t next);
+void check_commit(const std::string& writing, const std::vector<SafetensorsEntry>& order, size_t next);
+
+// Writes the tensors of `state_dict` (safetensors_tensors) through the
+// writer that `make` makes of their entries, in its order(), and commits it.
+template <typename Make>
+void write_state_dict(const c10::IValue& state_dict, const Make& make) {
+  std::vector<SafetensorsEntry> entries;
+  std::unordered_map<std::string, at::Tensor> by_name;
+  for (auto& [entry, tensor] : safetensors_tensors(state_dict)) {
+    by_name.emplace(entry.name, std::move(tensor));
+    entries.push_back(std::move(entry));
+  }
+  auto writer = make(std::move(entries));
+  for (const SafetensorsEntry& entry : writer.order()) {
+    writer.write(by_name.at(entry.name));
+  }
+  writer.commit();
+}
+
 class SafetensorsFileWriter {
  public:
   SafetensorsFileWriter(const std::string& file, std::vector<HeaderTensor> tensors, SafetensorsMetadata metadata);

@@ -2,7 +2,6 @@
 #include <torch_ext/safetensors.h>
 
 #include <filesystem>
-#include <unordered_map>
 #include <unordered_set>
 
 #include <c10/util/Exception.h>
@@ -153,13 +152,7 @@ const std::vector<std::pair<std::string, std::vector<std::string>>>& Safetensors
 
 void SafetensorsFolderWriter::write(const at::Tensor& tensor) {
   State& state = *state_;
-  TORCH_CHECK_VALUE(
-      state.next < state.order.size(),
-      "writing the folder '",
-      state.folder,
-      "': all its ",
-      state.order.size(),
-      " tensors are written, and write() got one more");
+  detail::check_write("writing the folder '" + state.folder + "'", state.order, state.next);
   if (!state.writer) {
     state.start_shard();
   }
@@ -172,13 +165,7 @@ void SafetensorsFolderWriter::write(const at::Tensor& tensor) {
 
 void SafetensorsFolderWriter::commit() {
   State& state = *state_;
-  TORCH_CHECK_VALUE(
-      state.next == state.order.size(),
-      "writing the folder '",
-      state.folder,
-      "': commit() before its tensor '",
-      state.next < state.order.size() ? state.order[state.next].name : "",
-      "' was written");
+  detail::check_commit("writing the folder '" + state.folder + "'", state.order, state.next);
   while (state.shard < state.shards.size()) { // a shard of no tensors
     state.start_shard();
     state.finish_shard();
@@ -214,18 +201,9 @@ void write_safetensors_folder(
     const c10::IValue& state_dict,
     uint64_t max_shard_size,
     const SafetensorsMetadata& metadata) {
-  std::vector<std::pair<SafetensorsEntry, at::Tensor>> tensors = safetensors_tensors(state_dict);
-  std::vector<SafetensorsEntry> entries;
-  std::unordered_map<std::string, at::Tensor> by_name;
-  for (auto& [entry, tensor] : tensors) {
-    by_name.emplace(entry.name, std::move(tensor));
-    entries.push_back(std::move(entry));
-  }
-  SafetensorsFolderWriter writer(folder, std::move(entries), max_shard_size, metadata);
-  for (const SafetensorsEntry& entry : writer.order()) {
-    writer.write(by_name.at(entry.name));
-  }
-  writer.commit();
+  detail::write_state_dict(state_dict, [&](std::vector<SafetensorsEntry> entries) {
+    return SafetensorsFolderWriter(folder, std::move(entries), max_shard_size, metadata);
+  });
 }
 
 } // namespace torch_ext
