@@ -86,9 +86,6 @@ TORCH_EXT_API std::string data_file_name(int64_t rank, int64_t index);
 using PathItem = std::variant<std::string, int64_t>;
 using ObjectPath = std::vector<PathItem>;
 
-// `".".join(map(str, path))`: the flattened key of a path.
-TORCH_EXT_API std::string flat_key(const ObjectPath& path);
-
 // ChunkStorageMetadata: the box of a tensor that one saved item holds.
 struct Chunk {
   std::vector<int64_t> offsets;

@@ -53,7 +53,7 @@ class Flattener {
         path_.pop_back();
       }
     } else if (!path_.empty()) {
-      std::string fqn = torch_ext::dcp::flat_key(path_);
+      std::string fqn = key_path(path_);
       TORCH_CHECK_VALUE(seen_.insert(fqn).second, "duplicated flatten key ", fqn);
       entries_.push_back(FlatEntry{std::move(fqn), path_, value});
     }
@@ -64,21 +64,22 @@ class Flattener {
   std::unordered_set<std::string> seen_;
 };
 
-c10::IValue key_of(const PathItem& step) {
+} // namespace
+
+c10::IValue step_key(const PathItem& step) {
   if (const auto* key = std::get_if<std::string>(&step)) {
     return *key;
   }
   return std::get<int64_t>(step);
 }
 
-std::string step_text(const PathItem& step) {
-  if (const auto* key = std::get_if<std::string>(&step)) {
-    return "'" + *key + "'";
+std::string key_path(const ObjectPath& path, size_t steps) {
+  KeyPath key;
+  for (size_t i = 0; i < path.size() && i < steps; ++i) {
+    key.push_key(step_key(path[i]));
   }
-  return std::to_string(std::get<int64_t>(step));
+  return key.str();
 }
-
-} // namespace
 
 std::vector<FlatEntry> flatten_state_dict(const c10::IValue& state_dict) {
   return Flattener().run(state_dict);
@@ -111,9 +112,9 @@ void Unflattener::set(const ObjectPath& path, c10::IValue value, const std::stri
           where_,
           ": the path of entry '",
           fqn,
-          "' (planner_data) goes below ",
-          step_text(path[i]),
-          ", which another entry holds as a value");
+          "' (planner_data) goes below '",
+          key_path(path, i + 1),
+          "', which another entry holds as a value");
     }
     container = std::move(child);
   }
@@ -129,7 +130,7 @@ void Unflattener::set(const ObjectPath& path, c10::IValue value, const std::stri
 c10::IValue Unflattener::get(const c10::IValue& container, const PathItem& step, const std::string& fqn) {
   if (container.isGenericDict()) {
     const c10::impl::GenericDict dict = container.toGenericDict();
-    const auto found = dict.find(key_of(step));
+    const auto found = dict.find(step_key(step));
     return found == dict.end() ? c10::IValue() : found->value();
   }
   const auto* index = std::get_if<int64_t>(&step);
@@ -139,7 +140,7 @@ c10::IValue Unflattener::get(const c10::IValue& container, const PathItem& step,
       ": the path of entry '",
       fqn,
       "' (planner_data) indexes a list with ",
-      step_text(step));
+      std::holds_alternative<std::string>(step) ? "'" + std::get<std::string>(step) + "'" : key_text(step_key(step)));
   c10::impl::GenericList list = container.toList();
   if (static_cast<uint64_t>(*index) >= list.size()) {
     const uint64_t padding = static_cast<uint64_t>(*index) + 1 - list.size();
@@ -161,7 +162,7 @@ c10::IValue Unflattener::get(const c10::IValue& container, const PathItem& step,
 
 void Unflattener::put(const c10::IValue& container, const PathItem& step, c10::IValue value) {
   if (container.isGenericDict()) {
-    container.toGenericDict().insert_or_assign(key_of(step), std::move(value));
+    container.toGenericDict().insert_or_assign(step_key(step), std::move(value));
   } else {
     container.toList().set(static_cast<size_t>(std::get<int64_t>(step)), std::move(value));
   }

@@ -2,6 +2,7 @@
 
 #include <ATen/core/ivalue.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -11,6 +12,12 @@
 namespace torch_ext::detail::dcp {
 
 using torch_ext::dcp::ObjectPath;
+
+// A step of an object path as a dict key: a str, or an int (a list's index).
+c10::IValue step_key(const torch_ext::dcp::PathItem& step);
+// The key path (key_path.h) of the first `steps` steps of `path` (all by
+// default): upstream's flattened key, `".".join(map(str, path))`.
+std::string key_path(const ObjectPath& path, size_t steps = SIZE_MAX);
 
 // One leaf of a flattened state dict: its key, its object path (what
 // planner_data records) and the value saved as one entry.

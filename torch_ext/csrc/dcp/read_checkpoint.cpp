@@ -3,11 +3,13 @@
 // metadata), without Python.
 #include <torch_ext/dcp.h>
 
+#include <string_view>
 #include <utility>
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include "torch_ext/csrc/state/key_path.h"
 #include "torch_ext/csrc/state/select_keys.h"
 
 #include "flatten.h"
@@ -24,31 +26,24 @@ using dcp::ObjectPath;
 // dicts) up to this many per entry of the checkpoint, and no further.
 constexpr uint64_t kPaddingPerEntry = 64;
 
-std::string step_text(const dcp::PathItem& step) {
-  if (const auto* key = std::get_if<std::string>(&step)) {
-    return *key;
-  }
-  return std::to_string(std::get<int64_t>(step));
-}
-
 // Whether the entry at `path` is to be read for `keys`: a key names it or
 // one of the containers it is in, or (for a non-tensor value, which may be a
-// container itself) something inside it.
+// container itself) something inside it. Keys are read step by step against
+// the path (read_step), as keys= reads them everywhere.
 bool wanted(const ObjectPath& path, bool is_object, const std::vector<std::string>& keys) {
-  std::string prefix;
-  for (const dcp::PathItem& step : path) {
-    prefix += (prefix.empty() ? "" : ".") + step_text(step);
-    for (const std::string& key : keys) {
-      if (key == prefix) {
+  for (const std::string& key : keys) {
+    std::string_view rest = key;
+    bool below = true;
+    for (size_t i = 0; i < path.size() && below; ++i) {
+      const detail::PathStep step = detail::read_step(rest, detail::key_text(detail::dcp::step_key(path[i])));
+      if (step.kind == detail::PathStep::kEntry) {
         return true;
       }
+      below = step.kind == detail::PathStep::kBelow;
+      rest = step.rest;
     }
-  }
-  if (is_object) {
-    for (const std::string& key : keys) {
-      if (key.size() > prefix.size() && key.compare(0, prefix.size(), prefix) == 0 && key[prefix.size()] == '.') {
-        return true;
-      }
+    if (below && is_object) {
+      return true;
     }
   }
   return false;
