@@ -7,7 +7,7 @@
 
 #include <c10/util/Exception.h>
 
-#include "torch_ext/csrc/pickle/dtypes.h"
+#include "torch_ext/csrc/state/checkpoint_dtypes.h"
 
 #include "metadata_check.h"
 
@@ -57,7 +57,7 @@ void check_metadata(const Metadata& metadata, const std::string& folder) {
       expected.emplace(std::make_pair(fqn, std::nullopt), false);
       continue;
     }
-    if (dtype_names(tensor->dtype) == nullptr) {
+    if (!is_checkpoint_dtype(tensor->dtype)) {
       fail(fqn, "has the dtype " + std::string(c10::toString(tensor->dtype)) + ", which torch_ext does not read");
     }
     if (!product(tensor->size, c10::elementSize(tensor->dtype))) {

@@ -2,13 +2,16 @@
 
 #include <array>
 
+#include "torch_ext/csrc/state/checkpoint_dtypes.h"
+
 namespace torch_ext::detail {
 namespace {
 
 using c10::ScalarType;
 
-// Read off torch 2.13's torch.save for every dtype it can write.
-constexpr std::array<DtypeNames, 27> kDtypes{{
+// Read off torch 2.13's torch.save, for every dtype a checkpoint holds, in
+// kCheckpointDtypes' order.
+constexpr std::array<DtypeNames, kCheckpointDtypes.size()> kDtypes{{
     {ScalarType::Double, "float64", "DoubleStorage"},
     {ScalarType::Float, "float32", "FloatStorage"},
     {ScalarType::Half, "float16", "HalfStorage"},
@@ -37,6 +40,16 @@ constexpr std::array<DtypeNames, 27> kDtypes{{
     {ScalarType::Bits8, "bits8", ""},
     {ScalarType::Bits16, "bits16", ""},
 }};
+
+constexpr bool names_every_checkpoint_dtype() {
+  for (size_t i = 0; i < kDtypes.size(); ++i) {
+    if (kDtypes[i].dtype != kCheckpointDtypes[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+static_assert(names_every_checkpoint_dtype(), "kDtypes names kCheckpointDtypes, one by one");
 
 } // namespace
 

@@ -17,7 +17,7 @@ struct DtypeNames {
   std::string_view storage_class; // empty: none
 };
 
-// nullptr for a dtype torch.save cannot write (quantized, sub-byte ints).
+// nullptr for a dtype no checkpoint holds (is_checkpoint_dtype).
 const DtypeNames* dtype_names(c10::ScalarType dtype);
 std::optional<c10::ScalarType> dtype_from_python_name(std::string_view name);
 std::optional<c10::ScalarType> dtype_from_storage_class(std::string_view name);

@@ -7,8 +7,7 @@
 #include <c10/util/Exception.h>
 #include <c10/util/intrusive_ptr.h>
 
-#include "torch_ext/csrc/pickle/dtypes.h"
-
+#include "checkpoint_dtypes.h"
 #include "state_value.h"
 
 namespace torch_ext {
@@ -86,7 +85,7 @@ class Marks {
 
 bool is_checkpoint_tensor(const at::Tensor& tensor) {
   return tensor.defined() && tensor.layout() == at::kStrided &&
-      !tensor.is_meta() && detail::dtype_names(tensor.scalar_type()) != nullptr;
+      !tensor.is_meta() && detail::is_checkpoint_dtype(tensor.scalar_type());
 }
 
 } // namespace
