@@ -11,11 +11,14 @@
 namespace torch_ext::detail {
 
 // The write side of an on-disk format. A checkpoint is a folder in which
-// each rank writes its part (torch.save's: one file per rank; DCP's: data
-// files per rank, and `.metadata` that rank 0 writes from every rank's
-// RankWriteResult). A save asks the format for a plan of one rank's part,
-// then streams the bytes the plan takes into its sink (write_plan): the save
-// pipeline, staging and the manager know no more of the format than this.
+// each rank writes its part; torch.save's format, one file per rank, is the
+// only one implemented, and its RankWriteResult is empty. The result is
+// meant for a format whose ranks' parts are joined: DCP's, where rank 0
+// would write `.metadata` from every rank's result; nothing joins them yet
+// (AsyncCheckpointer drops the result). A save asks the format for a plan
+// of one rank's part, then streams the bytes the plan takes into its sink
+// (write_plan): the save pipeline, staging and the manager know no more of
+// the format than this.
 class CheckpointFormat {
  public:
   virtual ~CheckpointFormat() = default;

@@ -19,9 +19,9 @@ struct StorageSlice {
   uint64_t size = 0;
 };
 
-// What one rank's write reports once its output is durable, for the step
-// that joins the ranks' parts into one checkpoint: nothing for torch.save;
-// for DCP, where each item landed, which rank 0 turns into `.metadata`.
+// What one rank's write reports once its output is durable, for a step that
+// joins the ranks' parts into one checkpoint: nothing for torch.save, the
+// only format written through it so far (CheckpointFormat).
 using RankWriteResult = std::string;
 
 // Where a plan's output goes: the bytes of the plan's slices, concatenated
