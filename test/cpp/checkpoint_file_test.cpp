@@ -13,26 +13,19 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "test_files.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using c10::impl::GenericDict;
 using c10::impl::GenericList;
 
-class CheckpointFileTest : public ::testing::Test {
+class CheckpointFileTest : public torch_ext_test::TempFolderTest {
  protected:
-  void SetUp() override {
-    root_ = fs::temp_directory_path() / ("torch_ext_checkpoint_file_test." + std::to_string(::getpid()));
-    fs::remove_all(root_);
-    fs::create_directories(root_);
-  }
-  void TearDown() override {
-    fs::remove_all(root_);
-  }
   std::string file(const std::string& name) const {
-    return (root_ / name).string();
+    return path(name);
   }
-  fs::path root_;
 };
 
 GenericDict any_dict() {
@@ -229,7 +222,7 @@ TEST_F(CheckpointFileTest, AValueACheckpointCannotHoldIsRefusedNamingItsKeyAndNo
     EXPECT_NE(std::string(e.what()).find("state_dict entry 'layers.1.0' is a ComplexDouble"), std::string::npos)
         << e.what();
   }
-  EXPECT_TRUE(fs::is_empty(root_));
+  EXPECT_TRUE(fs::is_empty(root()));
 }
 
 TEST_F(CheckpointFileTest, AStorageViewedWithTwoDtypesIsRefusedAsTorchSaveRefusesIt) {

@@ -23,29 +23,19 @@
 
 #include "torch_ext/csrc/async_save/staging_copy.h"
 
+#include "test_files.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using c10::impl::GenericDict;
 using c10::impl::GenericList;
 
-class CheckpointerTest : public ::testing::Test {
+class CheckpointerTest : public torch_ext_test::TempFolderTest {
  protected:
-  void SetUp() override {
-    root_ = fs::temp_directory_path() /
-        ("torch_ext_checkpointer_test." + std::to_string(::getpid()));
-    fs::remove_all(root_);
-    fs::create_directories(root_);
-  }
-  void TearDown() override {
-    fs::remove_all(root_);
-  }
-
   std::string folder(const std::string& name) const {
-    return (root_ / name).string();
+    return path(name);
   }
-
-  fs::path root_;
 };
 
 torch_ext::AsyncCheckpointerOptions options(

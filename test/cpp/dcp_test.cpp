@@ -10,6 +10,8 @@
 #include <fstream>
 #include <string>
 
+#include "test_files.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -18,21 +20,12 @@ using GenericDict = c10::impl::GenericDict;
 using torch_ext::dcp::Chunk;
 using torch_ext::dcp::ItemIndex;
 
-class DcpTest : public ::testing::Test {
+// folder(): the checkpoint's folder, not there at the start.
+class DcpTest : public torch_ext_test::TempFolderTest {
  protected:
-  void SetUp() override {
-    folder_ = fs::temp_directory_path() /
-        ("torch_ext_dcp_test_" + std::to_string(::getpid()) + "_" +
-         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(folder_);
-  }
-  void TearDown() override {
-    fs::remove_all(folder_);
-  }
   std::string folder() const {
-    return folder_.string();
+    return path("checkpoint");
   }
-  fs::path folder_;
 };
 
 GenericDict dict() {
@@ -105,8 +98,8 @@ IValue state_dict() {
 TEST_F(DcpTest, WrittenCheckpointReadsBackBitwise) {
   const IValue state = state_dict();
   torch_ext::write_dcp_checkpoint(folder(), state);
-  EXPECT_TRUE(fs::exists(folder_ / ".metadata"));
-  EXPECT_TRUE(fs::exists(folder_ / "__0_0.distcp"));
+  EXPECT_TRUE(fs::exists(fs::path(folder()) / ".metadata"));
+  EXPECT_TRUE(fs::exists(fs::path(folder()) / "__0_0.distcp"));
   expect_same(torch_ext::read_dcp_checkpoint(folder()), state);
 }
 
@@ -114,7 +107,7 @@ TEST_F(DcpTest, ThreadsWriteAFileEachAndCompressionReadsBack) {
   const IValue state = state_dict();
   torch_ext::write_dcp_checkpoint(folder(), state, torch_ext::DcpWriteOptions{4, /*compress=*/true});
   for (int i = 0; i < 4; ++i) {
-    EXPECT_TRUE(fs::exists(folder_ / torch_ext::dcp::data_file_name(0, i)));
+    EXPECT_TRUE(fs::exists(fs::path(folder()) / torch_ext::dcp::data_file_name(0, i)));
   }
   const torch_ext::dcp::CheckpointReader reader(folder());
   for (const auto& [index, location] : reader.metadata().storage_data) {
@@ -138,6 +131,24 @@ TEST_F(DcpTest, KeysReadOnlyTheirEntries) {
   expected.insert("model", model);
   expected.insert("optim", optim);
   expect_same(part, expected);
+}
+
+// Keys are key paths (key_path.h), as upstream flattens them: an empty dict
+// key is an empty step (`".".join(["", "w"])` is ".w"), and the path that
+// the metadata records selects its entry.
+TEST_F(DcpTest, FlattenedKeysAreKeyPaths) {
+  GenericDict inner = dict();
+  inner.insert("w", torch::ones({2}));
+  GenericDict state = dict();
+  state.insert("", inner);
+  state.insert("step", int64_t{3});
+  torch_ext::write_dcp_checkpoint(folder(), state);
+  const torch_ext::dcp::Metadata metadata = torch_ext::dcp::read_metadata(folder());
+  ASSERT_EQ(metadata.state_dict_metadata.size(), 2u);
+  EXPECT_EQ(metadata.state_dict_metadata[0].first, ".w");
+  GenericDict expected = dict();
+  expected.insert("", inner);
+  expect_same(torch_ext::read_dcp_checkpoint(folder(), {true, {".w"}}), expected);
 }
 
 TEST_F(DcpTest, MetadataReadsBackAsWritten) {
@@ -251,7 +262,7 @@ TEST_F(DcpTest, ChunksOfSeveralRanksReadWholeAndByRegion) {
 TEST_F(DcpTest, AFlippedBitNamesTheFolderTheFileAndTheKey) {
   const at::Tensor weight = torch::randn({7, 8});
   write_two_ranks(folder(), weight);
-  const std::string file = (folder_ / "__1_0.distcp").string();
+  const std::string file = (fs::path(folder()) / "__1_0.distcp").string();
   {
     // A bit of the last element of the second chunk, found in its item.
     const torch_ext::dcp::CheckpointReader reader(folder(), /*verify=*/false);
@@ -286,8 +297,8 @@ TEST_F(DcpTest, AFlippedBitNamesTheFolderTheFileAndTheKey) {
 TEST_F(DcpTest, PreparingAFolderRemovesItsCommitFirst) {
   torch_ext::write_dcp_checkpoint(folder(), state_dict());
   torch_ext::dcp::prepare_folder(folder());
-  EXPECT_FALSE(fs::exists(folder_ / ".metadata"));
-  EXPECT_TRUE(fs::exists(folder_ / "__0_0.distcp"));
+  EXPECT_FALSE(fs::exists(fs::path(folder()) / ".metadata"));
+  EXPECT_TRUE(fs::exists(fs::path(folder()) / "__0_0.distcp"));
   try {
     torch_ext::read_dcp_checkpoint(folder());
     FAIL() << "a folder without its commit was read";
@@ -300,7 +311,7 @@ TEST_F(DcpTest, ValuesACheckpointCannotHoldFailBeforeAnyFile) {
   GenericDict state = dict();
   state.insert("weight", torch::ones({2}).to_sparse());
   EXPECT_THROW(torch_ext::write_dcp_checkpoint(folder(), state), c10::TypeError);
-  EXPECT_FALSE(fs::exists(folder_));
+  EXPECT_FALSE(fs::exists(folder()));
   EXPECT_THROW(torch_ext::write_dcp_checkpoint(folder(), IValue(int64_t{1})), c10::TypeError);
   EXPECT_THROW(torch_ext::write_dcp_checkpoint(folder(), dict(), {0, false}), c10::ValueError);
 }

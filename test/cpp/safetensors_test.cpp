@@ -18,37 +18,17 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "test_files.h"
+
 namespace {
 
 namespace fs = std::filesystem;
 using c10::impl::GenericDict;
 
-class SafetensorsTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    root_ = fs::temp_directory_path() /
-        ("torch_ext_safetensors." + std::to_string(::getpid()) + "." +
-         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
-  }
-  void TearDown() override {
-    fs::remove_all(root_);
-  }
-  std::string path(const std::string& name) const {
-    return (root_ / name).string();
-  }
-  fs::path root_;
-};
+class SafetensorsTest : public torch_ext_test::TempFolderTest {};
 
-std::string read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), {}};
-}
-
-void write_bytes(const std::string& path, const std::string& bytes) {
-  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
+using torch_ext_test::read_bytes;
+using torch_ext_test::write_bytes;
 
 // A file whose header is `json` (as given, unpadded) and whose data is `data`.
 std::string file_bytes(const std::string& json, const std::string& data = "") {
@@ -259,7 +239,7 @@ TEST_F(SafetensorsTest, WhatTheFormatCannotHoldIsRefusedNamingTheEntryBeforeAnyF
     const std::string error = error_of([&] { torch_ext::write_safetensors_file(file, state); });
     EXPECT_NE(error.find(expected), std::string::npos) << error;
     EXPECT_FALSE(fs::exists(file));
-    EXPECT_TRUE(fs::is_empty(root_)) << "a temporary file was left";
+    EXPECT_TRUE(fs::is_empty(root())) << "a temporary file was left";
   };
   GenericDict nested = dict();
   nested.insert("model", dict());
@@ -307,7 +287,7 @@ TEST_F(SafetensorsTest, TheStreamingWriterTakesTensorsInItsOrderAndLeavesNothing
     const std::string early = error_of([&] { writer.commit(); });
     EXPECT_NE(early.find("commit() before its tensor 'mid'"), std::string::npos) << early;
   }
-  EXPECT_TRUE(fs::is_empty(root_)) << "an uncommitted writer left a file";
+  EXPECT_TRUE(fs::is_empty(root())) << "an uncommitted writer left a file";
 
   torch_ext::SafetensorsWriter writer(file, entries);
   writer.write(torch::ones({2, 2}, torch::kFloat64));

@@ -16,6 +16,8 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "test_files.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -110,23 +112,11 @@ class TwoFileFormat final : public CheckpointFormat {
   };
 };
 
-class SavePipelineTest : public ::testing::Test {
+class SavePipelineTest : public torch_ext_test::TempFolderTest {
  protected:
-  void SetUp() override {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    root_ = fs::temp_directory_path() /
-        ("torch_ext_save_pipeline_test." + std::to_string(::getpid()) + "." + test->name());
-    fs::remove_all(root_);
-  }
-  void TearDown() override {
-    fs::remove_all(root_);
-  }
-
   std::string folder(const std::string& name) const {
-    return (root_ / name).string();
+    return path(name);
   }
-
-  fs::path root_;
 };
 
 struct Outcome {
@@ -229,7 +219,6 @@ TEST_F(SavePipelineTest, ASinkThatFailsIsTheWritesFailure) {
     SaveOptions options;
     options.max_staging_bytes = budget;
     SavePipeline pipeline(options, "SavePipelineTest", std::make_shared<const TwoFileFormat>());
-    fs::create_directories(root_);
     std::ofstream(folder("file")) << "a regular file, not a folder";
     const Outcome outcome = save(pipeline, folder("file") + "/step", 0, sample());
     EXPECT_NE(outcome.error, "") << budget;

@@ -12,6 +12,8 @@
 #include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
+#include "test_files.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -19,27 +21,16 @@ using namespace torch_ext::detail;
 using Names = std::vector<std::string>;
 using Steps = std::vector<int64_t>;
 
-class StepCommitTest : public ::testing::Test {
+class StepCommitTest : public torch_ext_test::TempFolderTest {
  protected:
-  void SetUp() override {
-    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
-    root_ = fs::temp_directory_path() /
-        ("torch_ext_step_commit_test." + std::to_string(::getpid()) + "." + test->name());
-    fs::remove_all(root_);
-    fs::create_directories(root_);
-  }
-  void TearDown() override {
-    fs::remove_all(root_);
-  }
-
   std::string root() const {
-    return root_.string();
+    return TempFolderTest::root().string();
   }
   std::string at(const std::string& relative) const {
-    return (root_ / relative).string();
+    return path(relative);
   }
   void file(const std::string& relative, const std::string& text = "data") const {
-    fs::create_directories((root_ / relative).parent_path());
+    fs::create_directories(fs::path(at(relative)).parent_path());
     std::ofstream(at(relative)) << text;
   }
   // A step whose ranks wrote their files, committed or not.
@@ -60,7 +51,6 @@ class StepCommitTest : public ::testing::Test {
     return names;
   }
 
-  fs::path root_;
 };
 
 TEST_F(StepCommitTest, AStepLivesInTheFolderStepUnderscoreItsNumber) {
