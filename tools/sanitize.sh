@@ -18,7 +18,7 @@ asan)
   flags="-fsanitize=address,undefined -fno-sanitize=vptr -fno-sanitize-recover=undefined"
   export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  # The reader's fuzzer runs ten times longer than in `make test`.
+  # The fuzzers run 15 times the cases they run in `make test` (fuzz_cases.h).
   export TORCH_EXT_FUZZ_CASES=30000
   # Its tests run up to five times slower than in `make test`.
   timeout_scale=5

@@ -98,26 +98,9 @@ std::string random_pickle(std::mt19937_64& rng, size_t size) {
 // Loads `path` verified and not: "" when each load succeeds (with its
 // tensors inside their storages) or fails with an error naming the file.
 std::string load_or_fail_cleanly(const std::string& path) {
-  unsigned sink = 0;
-  for (const bool verify : {true, false}) {
-    try {
-      std::string failure = torch_ext_test::check_tensors(torch_ext::read_checkpoint_file(path, {verify, {}}), sink);
-      if (!failure.empty()) {
-        return failure;
-      }
-    } catch (const c10::Error& e) {
-      const std::string message = e.what();
-      if (message.find("'" + path + "'") == std::string::npos) {
-        return "an error that does not name the file: " + message;
-      }
-      if (message.find("INTERNAL ASSERT") != std::string::npos) {
-        return "an internal assert: " + message;
-      }
-    }
-  }
-  static volatile unsigned kept;
-  kept = sink; // the reads stay
-  return "";
+  return torch_ext_test::loads_or_fails_naming(path, [&path](bool verify, unsigned& sink) {
+    return torch_ext_test::check_tensors(torch_ext::read_checkpoint_file(path, {verify, {}}), sink);
+  });
 }
 
 // A seed: the records of a real checkpoint.

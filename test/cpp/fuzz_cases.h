@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <ATen/core/ivalue.h>
+#include <c10/util/Exception.h>
 #include <gtest/gtest.h>
 
 #include "case_in_child.h"
@@ -81,6 +82,35 @@ inline std::string check_tensors(const c10::IValue& value, unsigned& sink) {
       return failure;
     }
   }
+  return "";
+}
+
+// The rule every fuzz case is held to: `read(verify, sink)` (which returns
+// "" or what does not hold of what it read, adding the bytes it read to
+// `sink`) returns, or throws an error naming `path` that is no internal
+// assert, both verified and not. "" or what went wrong.
+inline std::string loads_or_fails_naming(
+    const std::string& path,
+    const std::function<std::string(bool verify, unsigned& sink)>& read) {
+  unsigned sink = 0;
+  for (const bool verify : {true, false}) {
+    try {
+      std::string failure = read(verify, sink);
+      if (!failure.empty()) {
+        return failure;
+      }
+    } catch (const c10::Error& e) {
+      const std::string message = e.what();
+      if (message.find(path) == std::string::npos) {
+        return "an error that does not name '" + path + "': " + message;
+      }
+      if (message.find("INTERNAL ASSERT") != std::string::npos) {
+        return "an internal assert: " + message;
+      }
+    }
+  }
+  static volatile unsigned kept;
+  kept = sink; // the reads stay
   return "";
 }
 
