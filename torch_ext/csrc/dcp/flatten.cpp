@@ -140,7 +140,7 @@ c10::IValue Unflattener::get(const c10::IValue& container, const PathItem& step,
       ": the path of entry '",
       fqn,
       "' (planner_data) indexes a list with ",
-      std::holds_alternative<std::string>(step) ? "'" + std::get<std::string>(step) + "'" : key_text(step_key(step)));
+      "'" + key_text(step_key(step)) + "'");
   c10::impl::GenericList list = container.toList();
   if (static_cast<uint64_t>(*index) >= list.size()) {
     const uint64_t padding = static_cast<uint64_t>(*index) + 1 - list.size();
