@@ -370,7 +370,7 @@ TEST_F(DcpTest, ARanksItemsAreDealtIntoItsFilesAsUpstreamDealsThem) {
       EXPECT_EQ(reader.read_object(item.index), item.value) << item.index.fqn;
     }
   }
-  const fs::path again = folder_ / "again";
+  const fs::path again = path("again");
   const std::string bytes = reader.read_serialized(items[3].index);
   torch_ext::dcp::prepare_folder(again.string());
   const auto rewritten = torch_ext::dcp::write_data_files(
