@@ -18,6 +18,7 @@ import zipfile
 
 import pytest
 import torch
+import torch.distributed.checkpoint as dcp
 
 import torch_ext
 
@@ -178,18 +179,29 @@ def test_other_special_files_are_refused_saying_what_they_are(tmp_path):
     finally:
         server.close()
     (tmp_path / "folder").mkdir()
-    with pytest.raises(RuntimeError, match=rf"'{tmp_path / 'folder'}'.*is a folder without the \.metadata"):
+    with pytest.raises(RuntimeError, match=rf"'{tmp_path / 'folder'}'.*is a folder without the \.metadata.*"
+                                           r"\*\.safetensors\.index\.json or model\.safetensors.*step_<n> folders"):
         torch_ext.load(tmp_path / "folder")
 
 
-# The format seam: other formats are told apart and named (a DCP folder is
-# read: test_dcp_format.py).
+# The format seam: each format is told from what is on disk (never from
+# the name) and read by its own reader.
 
-def test_a_safetensors_file_is_named_as_one(tmp_path):
+def test_a_dcp_checkpoint_is_read_as_one(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no process group: upstream warns
+        dcp.save({"w": torch.ones(2)}, checkpoint_id=str(tmp_path / "ckpt.pt"))
+    assert torch.equal(torch_ext.load(tmp_path / "ckpt.pt")["w"], torch.ones(2))
+
+
+def test_a_safetensors_file_is_read_as_one(tmp_path):
     header = b'{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}'
-    (tmp_path / "w.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(8))
-    with pytest.raises(RuntimeError, match=rf"'{tmp_path / 'w.safetensors'}'.*is a safetensors file.*cannot read yet"):
-        torch_ext.load(tmp_path / "w.safetensors")
+    (tmp_path / "w.pt").write_bytes(struct.pack("<Q", len(header)) + header + struct.pack("<2f", 1.5, -2.0))
+    assert torch.equal(torch_ext.load(tmp_path / "w.pt")["w"], torch.tensor([1.5, -2.0]))
+    # A header length past the end of the file is no safetensors file: read as a zip, and refused.
+    (tmp_path / "bad").write_bytes(struct.pack("<Q", 1000) + header)
+    with pytest.raises(RuntimeError, match=rf"'{tmp_path / 'bad'}'"):
+        torch_ext.load(tmp_path / "bad")
 
 
 # Archives torch.load and a naive reader would read differently. Ours are

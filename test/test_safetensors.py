@@ -223,6 +223,38 @@ def test_torch_ext_save_writes_safetensors_files_and_folders(tmp_path):
         torch_ext.save(tensors, tmp_path / "x", metadata={"k": "v"})
 
 
+def test_torch_ext_load_tells_safetensors_from_what_is_on_disk(tmp_path):
+    """The format rule (csrc/format/detect_format.h): a file of the package's, whatever its name; a folder of
+    huggingface_hub's shards with its index, or with an index of another name; each read through our reader."""
+    from huggingface_hub import save_torch_state_dict
+
+    tensors = {f"layers.{i}.weight": torch.randn(64, 64) for i in range(4)} | {"norm": torch.ones(64)}
+    safetensors.torch.save_file(tensors, tmp_path / "weights.bin")
+    assert_bitwise(tensors, torch_ext.load(tmp_path / "weights.bin"))
+    assert list(torch_ext.load(tmp_path / "weights.bin", keys=["norm"])) == ["norm"]
+
+    (tmp_path / "hub").mkdir()
+    save_torch_state_dict(tensors, tmp_path / "hub", max_shard_size="40KB")
+    assert len(list((tmp_path / "hub").glob("*.safetensors"))) > 1
+    loaded = torch_ext.load(tmp_path / "hub")
+    assert_bitwise({name: tensors[name] for name in loaded}, loaded)
+    assert sorted(loaded) == sorted(tensors)
+    part = torch_ext.load(tmp_path / "hub", keys=["layers.3.weight", "norm"])
+    assert sorted(part) == ["layers.3.weight", "norm"]
+    (tmp_path / "hub" / "model.safetensors.index.json").rename(tmp_path / "hub" / "unet.safetensors.index.json")
+    assert sorted(torch_ext.load(tmp_path / "hub")) == sorted(tensors)
+
+    # Ours carry CRC32s, which torch_ext.load checks unless told not to.
+    torch_ext.save(tensors, tmp_path / "ours", format="safetensors", max_shard_size="40KB")
+    shard = st.SafetensorsFolder(tmp_path / "ours").shard_of("norm")
+    data = bytearray(pathlib.Path(shard).read_bytes())
+    data[st.SafetensorsFile(shard).info("norm").offset + 5] ^= 0x04
+    pathlib.Path(shard).write_bytes(bytes(data))
+    with pytest.raises(RuntimeError, match=f"'{shard}'.*'norm' fails its CRC32 check"):
+        torch_ext.load(tmp_path / "ours")
+    assert not torch.equal(torch_ext.load(tmp_path / "ours", verify=False)["norm"], tensors["norm"])
+
+
 def test_sizes_read_as_huggingface_hub_reads_them():
     assert st.parse_size("5GB") == 5 * 10**9
     assert st.parse_size("2GiB") == 2 * 2**30

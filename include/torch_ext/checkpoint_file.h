@@ -39,9 +39,12 @@ TORCH_EXT_API void write_checkpoint_file(const std::string& file, const c10::IVa
 // gives: changing them leaves the file as it is. Tensors that shared a
 // storage when saved share one again. Any damage (a flipped bit with
 // `verify`, a truncation, garbage) throws an error naming the file. The
-// format is told from what is on disk, never from the name: a DCP
-// checkpoint's folder or a safetensors file is named as such (not read yet),
-// and anything but a regular file is refused without blocking.
+// format is told from what is on disk, never from the name, and read by its
+// reader with `options`: a DCP checkpoint's folder (read_dcp_checkpoint), a
+// safetensors file or a folder in Hugging Face's layout
+// (read_safetensors_file, read_safetensors_folder: `keys` are tensor names).
+// A CheckpointManager root is named as such, and anything but a regular
+// file or a folder is refused without blocking.
 TORCH_EXT_API c10::IValue read_checkpoint_file(const std::string& file, const ReadOptions& options = {});
 
 // `<path>/checkpoint_<rank>.pt`, the file of one rank, as upstream's

@@ -3,6 +3,7 @@
 #include <c10/util/Exception.h>
 
 #include <torch_ext/dcp.h>
+#include <torch_ext/safetensors.h>
 
 #include "torch_ext/csrc/torch_save/checkpoint_file_reader.h"
 
@@ -18,6 +19,10 @@ c10::IValue read_checkpoint_path(const std::string& path, const ReadOptions& opt
     case DiskFormat::Dcp:
       return read_dcp_checkpoint(path, options);
     case DiskFormat::Safetensors:
+      return read_safetensors_file(path, options);
+    case DiskFormat::SafetensorsFolder:
+      return read_safetensors_folder(path, options);
+    case DiskFormat::ManagerRoot:
       break;
   }
   TORCH_CHECK(
@@ -26,7 +31,8 @@ c10::IValue read_checkpoint_path(const std::string& path, const ReadOptions& opt
       path,
       "': it is ",
       describe_format(format),
-      ", a format torch_ext cannot read yet; it reads torch.save files and DCP checkpoints");
+      ", which holds a checkpoint per step: load one with CheckpointManager(root).load(step), or read a rank's file, "
+      "<root>/step_<n>/checkpoint_<rank>.pt");
 }
 
 } // namespace torch_ext::detail

@@ -2,9 +2,12 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <system_error>
 
 #include <c10/util/Exception.h>
+
+#include <torch_ext/checkpoint_file.h>
 
 #include "torch_ext/csrc/io/durable_file.h"
 
@@ -24,6 +27,29 @@ std::string commit_file(const std::string& root, int64_t step) {
 bool is_regular_file(const std::string& path) {
   std::error_code error;
   return fs::is_regular_file(path, error);
+}
+
+std::string commit_text(int64_t step, int64_t world_size) {
+  return "step " + std::to_string(step) + "\nworld_size " + std::to_string(world_size) + "\n";
+}
+
+// The world size a commit file of `step` says, if it says what commit_step
+// writes (a file of a few bytes: read whole).
+std::optional<int64_t> committed_world_size(const std::string& path, int64_t step) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text(64, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  const std::string prefix = "step " + std::to_string(step) + "\nworld_size ";
+  if (text.compare(0, prefix.size(), prefix) != 0) {
+    return std::nullopt;
+  }
+  const std::string digits = text.substr(prefix.size(), text.size() - prefix.size() - 1);
+  if (digits.empty() || digits.size() > 9 || !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  const int64_t world_size = std::stoll(digits);
+  return world_size > 0 && text == commit_text(step, world_size) ? std::optional<int64_t>(world_size) : std::nullopt;
 }
 
 } // namespace
@@ -71,9 +97,40 @@ std::vector<int64_t> committed_steps(const std::string& root) {
   return steps;
 }
 
+std::vector<StepFolder> step_folders(const std::string& root) {
+  std::vector<StepFolder> steps;
+  std::error_code error;
+  if (!fs::exists(root, error)) {
+    return steps;
+  }
+  fs::directory_iterator entries(root, error);
+  TORCH_CHECK(!error, "cannot list the checkpoint root '", root, "': ", error.message());
+  for (const fs::directory_entry& entry : entries) {
+    const std::optional<int64_t> step = step_of_folder_name(entry.path().filename().string());
+    std::error_code kind_error;
+    if (!step || !entry.is_directory(kind_error)) {
+      continue;
+    }
+    StepFolder folder;
+    folder.step = *step;
+    folder.path = step_path(root, *step);
+    folder.committed = is_committed(root, *step);
+    if (folder.committed) {
+      folder.commit_file = commit_file(root, *step);
+      folder.world_size = committed_world_size(folder.commit_file, *step);
+      for (int64_t rank = 0; rank < folder.world_size.value_or(0); ++rank) {
+        folder.rank_files.push_back(checkpoint_file_path(folder.path, rank));
+      }
+    }
+    steps.push_back(std::move(folder));
+  }
+  std::sort(steps.begin(), steps.end(), [](const StepFolder& a, const StepFolder& b) { return a.step < b.step; });
+  return steps;
+}
+
 void commit_step(const std::string& root, int64_t step, int64_t world_size) {
   const std::string path = commit_file(root, step);
-  const std::string text = "step " + std::to_string(step) + "\nworld_size " + std::to_string(world_size) + "\n";
+  const std::string text = commit_text(step, world_size);
   DurableFile file(path);
   file.write(text.data(), text.size());
   file.commit();

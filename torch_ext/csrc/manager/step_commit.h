@@ -28,6 +28,25 @@ TORCH_EXT_API bool is_committed(const std::string& root, int64_t step);
 // The committed steps under `root`, ascending; none if `root` is missing.
 TORCH_EXT_API std::vector<int64_t> committed_steps(const std::string& root);
 
+// A step folder under a root as it is on disk, committed or not: what
+// `torch_ext info` and `torch_ext verify` show of a root.
+struct StepFolder {
+  int64_t step = 0;
+  std::string path;
+  bool committed = false;
+  // The commit file, when committed; empty otherwise.
+  std::string commit_file;
+  // The ranks its commit file says wrote the step; nullopt when it is not
+  // committed or its commit file says nothing this rule wrote.
+  std::optional<int64_t> world_size;
+  // checkpoint_file_path(path, rank) of each of those ranks.
+  std::vector<std::string> rank_files;
+};
+
+// Every step folder under `root`, ascending; none if `root` is missing.
+// Reads the listing and the commit files, nothing else.
+TORCH_EXT_API std::vector<StepFolder> step_folders(const std::string& root);
+
 // Commits `step`, whose rank files are all durable. Throws, naming the
 // commit file, if it cannot.
 TORCH_EXT_API void commit_step(const std::string& root, int64_t step, int64_t world_size);

@@ -6,6 +6,7 @@
 #include "python_checkpointer.h"
 #include "python_dcp.h"
 #include "python_dcp_storage.h"
+#include "python_format.h"
 #include "python_future_utils.h"
 #include "python_safetensors.h"
 
@@ -16,4 +17,5 @@ PYBIND11_MODULE(_C, module) {
   torch_ext::python::bind_dcp(module);
   torch_ext::python::bind_safetensors(module);
   torch_ext::python::bind_dcp_storage(module);
+  torch_ext::python::bind_format(module);
 }

@@ -8,6 +8,7 @@
 
 #include <c10/util/Exception.h>
 
+#include "torch_ext/csrc/format/detect_format.h"
 #include "torch_ext/csrc/state/select_keys.h"
 
 #include "index.h"
@@ -84,10 +85,9 @@ void read_sharded(SafetensorsFolder::State& state, const std::string& index_file
 SafetensorsFolder::SafetensorsFolder(const std::string& folder) {
   auto state = std::make_shared<State>();
   state->path = folder;
-  const std::string index_file = (fs::path(folder) / kSafetensorsIndexName).string();
   const std::string single_file = (fs::path(folder) / kSafetensorsSingleName).string();
-  if (fs::exists(index_file)) {
-    read_sharded(*state, index_file);
+  if (const std::optional<std::string> index_file = detail::safetensors_index(folder)) {
+    read_sharded(*state, *index_file);
   } else {
     TORCH_CHECK(
         fs::is_regular_file(single_file),
