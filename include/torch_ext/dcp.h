@@ -57,6 +57,17 @@ struct DcpWriteOptions {
 // (dotted paths, as for read_checkpoint_file) and only their items.
 TORCH_EXT_API c10::IValue read_dcp_checkpoint(const std::string& path, const ReadOptions& options = {});
 
+// The entries of the DCP checkpoint in `path` that `fqns` name by their
+// flattened keys (as `.metadata` keys them), each read as
+// read_dcp_checkpoint reads it (a tensor whole), keyed by fqn in the order
+// asked, without rebuilding the nesting: what a conversion that streams a
+// few entries at a time reads. Throws a ValueError naming the folder for an
+// fqn the checkpoint lacks.
+TORCH_EXT_API c10::impl::GenericDict read_dcp_entries(
+    const std::string& path,
+    const std::vector<std::string>& fqns,
+    bool verify = true);
+
 // Writes `state_dict` (a dict of what value_kind() accepts; tensors on the
 // CPU) into the folder `path` as dcp.save(state_dict, FileSystemWriter(path))
 // of one process does, so that dcp.load, FileSystemReader and
@@ -248,6 +259,31 @@ struct RegionRead {
   std::vector<int64_t> storage_offsets;
   std::vector<int64_t> lengths;
   at::Tensor destination;
+};
+
+// Writes a DCP checkpoint leaf by leaf into the folder `path`, as
+// write_dcp_checkpoint writes one with a single thread (one data file), so
+// that a conversion need hold only the leaf it writes: the folder is
+// prepared (prepare_folder) at construction, each write() adds an item, and
+// commit() writes `.metadata`. Destroyed before commit(), it leaves a folder
+// without `.metadata`, which no reader takes for a checkpoint. Not
+// thread-safe.
+class TORCH_EXT_API DcpWriter {
+ public:
+  explicit DcpWriter(const std::string& path, bool compress = false);
+  DcpWriter(const DcpWriter&) = delete;
+  DcpWriter& operator=(const DcpWriter&) = delete;
+  ~DcpWriter();
+
+  // The leaf at `path` (planner_data's object path; its key is upstream's
+  // flattening of it): a CPU tensor, saved whole, or a value value_kind()
+  // accepts. Throws a ValueError for a key written before.
+  void write(const ObjectPath& path, const c10::IValue& value);
+  void commit();
+
+ private:
+  class Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // Reads the items of a committed DCP folder. Thread-safe: any number of

@@ -259,6 +259,72 @@ TEST_F(DcpTest, ChunksOfSeveralRanksReadWholeAndByRegion) {
   EXPECT_THROW(reader.read_tensor(ItemIndex{"weight", std::vector<int64_t>{1, 0}, 0}), c10::IndexError);
 }
 
+TEST_F(DcpTest, EntriesAreReadByFqnWholeAndFlat) {
+  const at::Tensor weight = torch::randn({7, 8});
+  write_two_ranks(folder(), weight);
+  const GenericDict entries = torch_ext::read_dcp_entries(folder(), {"step", "weight"});
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ((*entries.begin()).key(), IValue("step")); // in the order asked
+  EXPECT_EQ(entries.at("step"), IValue(int64_t{42}));
+  EXPECT_TRUE(at::equal(entries.at("weight").toTensor(), weight)); // its two chunks put together
+
+  torch_ext::write_dcp_checkpoint(folder() + "_nested", state_dict());
+  const GenericDict leaves = torch_ext::read_dcp_entries(folder() + "_nested", {"optim.param_groups.0.lr", "model.0.weight"});
+  EXPECT_EQ(leaves.at("optim.param_groups.0.lr"), IValue(0.01));
+  EXPECT_TRUE(at::equal(leaves.at("model.0.weight").toTensor(), torch::arange(12, torch::kFloat).reshape({3, 4})));
+  try {
+    torch_ext::read_dcp_entries(folder(), {"weight", "nowhere"});
+    ADD_FAILURE() << "an fqn the checkpoint lacks was read";
+  } catch (const c10::ValueError& e) {
+    EXPECT_NE(std::string(e.what()).find("'" + folder() + "' has no entry 'nowhere'"), std::string::npos) << e.what();
+  }
+  fs::remove_all(folder() + "_nested");
+}
+
+TEST_F(DcpTest, TheWriterWritesLeafByLeafWhatWriteDcpCheckpointWrites) {
+  const IValue state = state_dict();
+  {
+    torch_ext::dcp::DcpWriter writer(folder());
+    EXPECT_FALSE(fs::exists(folder_ / ".metadata"));
+    writer.write({std::string("model"), std::string("0.weight")}, torch::arange(12, torch::kFloat).reshape({3, 4}));
+    writer.write({std::string("optim"), std::string("param_groups"), int64_t{0}, std::string("lr")}, 0.01);
+    writer.write({std::string("step")}, int64_t{10});
+    try {
+      writer.write({std::string("step")}, int64_t{11});
+      ADD_FAILURE() << "a key was written twice";
+    } catch (const c10::ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find("has an entry 'step' already"), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(fs::exists(folder_ / ".metadata")); // nothing is a checkpoint before the commit
+    writer.commit();
+  }
+  GenericDict model = dict();
+  model.insert("0.weight", torch::arange(12, torch::kFloat).reshape({3, 4}));
+  GenericDict group = dict();
+  group.insert("lr", 0.01);
+  c10::impl::GenericList groups(c10::AnyType::get());
+  groups.push_back(group);
+  GenericDict optim = dict();
+  optim.insert("param_groups", groups);
+  GenericDict expected = dict();
+  expected.insert("model", model);
+  expected.insert("optim", optim);
+  expected.insert("step", int64_t{10});
+  expect_same(torch_ext::read_dcp_checkpoint(folder()), expected);
+  const torch_ext::dcp::Metadata metadata = torch_ext::dcp::read_metadata(folder());
+  EXPECT_EQ(metadata.version, std::string(torch_ext::dcp::kVersion));
+  ASSERT_TRUE(metadata.planner_data.has_value());
+  EXPECT_EQ(metadata.planner_data->size(), 3u);
+
+  // Abandoned before its commit, it leaves no checkpoint, and no earlier one either.
+  {
+    torch_ext::dcp::DcpWriter writer(folder());
+    writer.write({std::string("step")}, int64_t{12});
+  }
+  EXPECT_FALSE(fs::exists(folder_ / ".metadata"));
+  EXPECT_THROW(torch_ext::read_dcp_checkpoint(folder()), c10::Error);
+}
+
 TEST_F(DcpTest, AFlippedBitNamesTheFolderTheFileAndTheKey) {
   const at::Tensor weight = torch::randn({7, 8});
   write_two_ranks(folder(), weight);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <torch_ext/dcp.h>
+#include <torch_ext/export.h>
 
 namespace torch_ext::detail::dcp {
 
@@ -32,7 +33,7 @@ struct FlatEntry {
 // dict or a list that recurses; anything else (tuples, lists of scalars,
 // tensors, scalars) is a leaf. Empty dicts leave nothing. Throws a
 // ValueError for two leaves of one key, as upstream does.
-std::vector<FlatEntry> flatten_state_dict(const c10::IValue& state_dict);
+TORCH_EXT_API std::vector<FlatEntry> flatten_state_dict(const c10::IValue& state_dict);
 
 // set_element of upstream's _traverse.py, which unflatten_state_dict and
 // dcp_to_torch_save rebuild a state dict with: each path creates the dicts

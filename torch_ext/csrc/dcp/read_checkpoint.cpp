@@ -4,6 +4,7 @@
 #include <torch_ext/dcp.h>
 
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include <ATen/ATen.h>
@@ -77,7 +78,32 @@ at::Tensor whole_tensor(
   return whole;
 }
 
+c10::IValue read_entry(const CheckpointReader& reader, const std::string& fqn, const dcp::Entry& entry) {
+  if (const auto* tensor = std::get_if<dcp::TensorEntry>(&entry)) {
+    std::vector<dcp::RegionRead> reads;
+    at::Tensor whole = whole_tensor(reader, fqn, *tensor, reads);
+    reader.read_regions_into(reads);
+    return whole;
+  }
+  return reader.read_object(ItemIndex{fqn, std::nullopt, std::nullopt});
+}
+
 } // namespace
+
+c10::impl::GenericDict read_dcp_entries(const std::string& path, const std::vector<std::string>& fqns, bool verify) {
+  const CheckpointReader reader(path, verify);
+  std::unordered_map<std::string, const dcp::Entry*> entries;
+  for (const auto& [fqn, entry] : reader.metadata().state_dict_metadata) {
+    entries.emplace(fqn, &entry);
+  }
+  c10::impl::GenericDict result(c10::StringType::get(), c10::AnyType::get());
+  for (const std::string& fqn : fqns) {
+    const auto found = entries.find(fqn);
+    TORCH_CHECK_VALUE(found != entries.end(), "the DCP checkpoint '", path, "' has no entry '", fqn, "'");
+    result.insert(fqn, read_entry(reader, fqn, *found->second));
+  }
+  return result;
+}
 
 c10::IValue read_dcp_checkpoint(const std::string& path, const ReadOptions& options) {
   const CheckpointReader reader(path, options.verify);

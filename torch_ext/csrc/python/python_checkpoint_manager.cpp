@@ -17,6 +17,8 @@
 
 #include <torch_ext/checkpoint_manager.h>
 
+#include "torch_ext/csrc/manager/step_commit.h"
+
 #include "python_read_options.h"
 #include "python_state.h"
 
@@ -188,6 +190,16 @@ void bind_checkpoint_manager(py::module& module) {
           &CheckpointManager::wait_until_finished,
           py::call_guard<py::gil_scoped_release>())
       .def("close", &CheckpointManager::close, py::call_guard<py::gil_scoped_release>());
+
+  // A root as it is on disk, without a manager (whose construction cleans up).
+  py::class_<detail::StepFolder>(module, "StepFolder")
+      .def_readonly("step", &detail::StepFolder::step)
+      .def_readonly("path", &detail::StepFolder::path)
+      .def_readonly("committed", &detail::StepFolder::committed)
+      .def_readonly("commit_file", &detail::StepFolder::commit_file)
+      .def_readonly("world_size", &detail::StepFolder::world_size)
+      .def_readonly("rank_files", &detail::StepFolder::rank_files);
+  module.def("step_folders", &detail::step_folders, py::arg("root"), py::call_guard<py::gil_scoped_release>());
 }
 
 } // namespace torch_ext::python
