@@ -70,6 +70,8 @@ setup(
     package_data={"torch_ext": ["py.typed"]},
     ext_modules=[Extension(name, sources=[]) for name in BUILT_FILES],
     cmdclass={"build_ext": CMakeBuild},
+    entry_points={"console_scripts": ["torch_ext = torch_ext.cli:main"]},
+    install_requires=["tqdm"],
     python_requires=">=3.10",
     zip_safe=False,
 )

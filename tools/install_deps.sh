@@ -4,7 +4,8 @@
 # the Python test tools (pytest-timeout bounds every test; matplotlib: the
 # benchmarks' smoke test draws the plots; zstandard: upstream DCP's ZStandard
 # extension in the tests; safetensors, huggingface_hub and transformers: the
-# safetensors tests read and write beside them), and GoogleTest, Google
+# safetensors tests read and write beside them; tqdm: the command line's
+# progress bar), and GoogleTest, Google
 # Benchmark, ISA-L, zstd and nlohmann/json from Debian.
 set -euo pipefail
 torch_version=$1
@@ -18,7 +19,7 @@ if ! "$PYTHON" -c 'import torch' 2>/dev/null; then
 fi
 missing=()
 # Import names, which pip takes as package names too.
-for module in pytest pytest_timeout hypothesis numpy ninja matplotlib zstandard safetensors huggingface_hub transformers; do
+for module in pytest pytest_timeout hypothesis numpy ninja matplotlib zstandard safetensors huggingface_hub transformers tqdm; do
   "$PYTHON" -c "import $module" 2>/dev/null || missing+=("$module")
 done
 if ((${#missing[@]})); then

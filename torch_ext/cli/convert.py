@@ -1,0 +1,137 @@
+"""Convert a checkpoint of any format into another: ``torch`` (a torch.save file), ``dcp`` (a DCP checkpoint's
+folder) or ``safetensors`` (one file when DESTINATION ends in .safetensors and no --max-shard-size is given;
+otherwise a folder in Hugging Face's layout, its shards at most --max-shard-size, with its index). A DCP
+checkpoint saved by several ranks is consolidated: each tensor whole. Sources are read verified, and written
+durably by the library's writers. To dcp and safetensors the conversion streams: a few entries at a time (at
+most --batch-size bytes of tensors, or one larger tensor) are read and written, so that its memory stays
+within about twice that, whatever the checkpoint's size. To torch the state is read whole (tensors as views of the mapped
+source, DCP tensors saved in chunks assembled) and written by torch_ext.save. safetensors holds tensors only:
+choose them with --keys (e.g. --keys model)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from typing import Any, Dict, List, TextIO
+
+from torch_ext import _C
+from torch_ext import safetensors as st
+from torch_ext import serialization
+from torch_ext.cli.checkpoints import (
+    STREAM_BYTES, Checkpoint, DiskFormat, Entry, disk_bytes, open_checkpoint, select, tensor_bytes)
+from torch_ext.cli.output import Progress, human_bytes, print_json
+
+HELP = "convert a checkpoint into torch.save's format, DCP's or safetensors (sharded)"
+
+TARGETS = ("torch", "dcp", "safetensors")
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+_SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="a checkpoint file or folder of any format")
+    parser.add_argument("destination", help="the file or folder to write")
+    parser.add_argument("--to", choices=TARGETS,
+                        help="the format to write (default: safetensors for a name ending in .safetensors, "
+                        "torch for .pt, .pth or .bin)")
+    parser.add_argument("--keys", nargs="+", metavar="KEY",
+                        help="only these entries, by key path (a container names all below it)")
+    parser.add_argument("--batch-size", metavar="SIZE", default=f"{STREAM_BYTES >> 20}MiB",
+                        help="dcp and safetensors: the bytes of tensors read at once (default %(default)s; "
+                        "a larger tensor is read alone)")
+    parser.add_argument("--max-shard-size", metavar="SIZE",
+                        help=f"safetensors: write a folder of shards of at most SIZE bytes (e.g. 5GB, 2GiB; "
+                        f"default {st.DEFAULT_MAX_SHARD_SIZE} for a folder)")
+
+
+def target_of(args: argparse.Namespace) -> str:
+    if args.to:
+        return args.to
+    if args.destination.endswith(_SAFETENSORS_SUFFIX):
+        return "safetensors"
+    if args.destination.endswith(_TORCH_SUFFIXES):
+        return "torch"
+    raise ValueError(f"cannot tell the format to write to '{args.destination}' from its name: "
+                     f"give --to {'|'.join(TARGETS)}")
+
+
+def _refuse_same(source: str, destination: str) -> None:
+    if os.path.exists(destination) and os.path.samefile(source, destination):
+        raise ValueError(f"'{destination}' is the source itself: write the conversion elsewhere")
+
+
+def write_safetensors(source: Checkpoint, entries: List[Entry], destination: str, max_shard_size: Any,
+                      batch_size: int, progress: Progress) -> None:
+    for entry in entries:
+        if not entry.is_tensor:
+            raise ValueError(f"'{source.path}' holds '{entry.key}', which is no tensor: a safetensors file holds "
+                             f"tensors only; choose them with --keys")
+        if entry.dtype is None:
+            raise ValueError(f"'{source.path}' holds '{entry.key}' of {entry.dtype_name}, a dtype torch lacks")
+    spec = [(entry.key, entry.dtype, entry.shape) for entry in entries]
+    # A file's own metadata is carried over; a folder's index holds sizes of its own layout.
+    metadata = source.metadata if source.format == DiskFormat.Safetensors else None
+    if destination.endswith(_SAFETENSORS_SUFFIX) and max_shard_size is None:
+        writer: Any = st.FileWriter(destination, spec, metadata)
+    else:
+        writer = st.FolderWriter(destination, spec, max_shard_size=max_shard_size or st.DEFAULT_MAX_SHARD_SIZE,
+                                 metadata=metadata)
+    by_key = {entry.key: entry for entry in entries}
+    for batch, values in source.batches([by_key[name] for name, _, _ in writer.order], limit=batch_size):
+        for entry in batch:
+            writer.write(values[entry.key])
+        progress.update(tensor_bytes(batch))
+        del values
+    writer.commit()
+
+
+def write_dcp(source: Checkpoint, entries: List[Entry], destination: str, batch_size: int,
+              progress: Progress) -> None:
+    writer = _C.DcpWriter(destination)
+    for batch, values in source.batches(entries, limit=batch_size):
+        for entry in batch:
+            writer.write(entry.path, values[entry.key])
+        progress.update(tensor_bytes(batch))
+        del values
+    writer.commit()
+
+
+def write_torch(source: Checkpoint, entries: List[Entry], keys: Any, destination: str, progress: Progress) -> None:
+    state = source.read_state(keys)
+    serialization.save(state, destination)
+    progress.update(tensor_bytes(entries))
+
+
+def run(args: argparse.Namespace, out: TextIO) -> int:
+    to = target_of(args)
+    if args.max_shard_size is not None:
+        if to != "safetensors":
+            raise ValueError(f"--max-shard-size is safetensors' option; {to} has none")
+        if args.destination.endswith(_SAFETENSORS_SUFFIX):
+            raise ValueError(f"--max-shard-size writes a folder of shards: name it without {_SAFETENSORS_SUFFIX}, "
+                             f"not '{args.destination}'")
+        st.parse_size(args.max_shard_size)  # refused before anything is read
+    batch_size = st.parse_size(args.batch_size)
+    _refuse_same(args.source, args.destination)
+    start = time.monotonic()
+    source = open_checkpoint(args.source, "convert")
+    entries = select(source.entries, args.keys, source.path)
+    with Progress(f"convert {source.path}", tensor_bytes(entries)) as progress:
+        if to == "safetensors":
+            write_safetensors(source, entries, args.destination, args.max_shard_size, batch_size, progress)
+        elif to == "dcp":
+            write_dcp(source, entries, args.destination, batch_size, progress)
+        else:
+            write_torch(source, entries, args.keys, args.destination, progress)
+    report: Dict[str, Any] = {
+        "source": source.path, "source_format": source.format.name, "destination": args.destination,
+        "to": to, "entries": len(entries), "tensor_bytes": tensor_bytes(entries),
+        "disk_bytes": disk_bytes(args.destination), "seconds": round(time.monotonic() - start, 3)}
+    if args.json:
+        print_json(report, out)
+    else:
+        out.write(f"{source.path} ({source.description}) -> {args.destination} ({to}): {len(entries)} entries, "
+                  f"{human_bytes(report['tensor_bytes'])} of tensors, {human_bytes(report['disk_bytes'])} on disk, "
+                  f"in {report['seconds']:.1f} s\n")
+    return 0
