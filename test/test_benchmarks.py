@@ -113,3 +113,23 @@ def test_every_dcp_benchmark_case_runs_and_is_reported(tmp_path):
         assert f"| **{case.name}** |" in report or f"| {case.name} |" in report
     for goal in data["goals"]:
         assert f"| {goal['goal']} |" in report
+
+
+def test_every_consolidation_benchmark_case_runs_and_is_reported(tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import consolidate_report
+
+    command = [sys.executable, str(ROOT / "tools" / "bench_report.py"), "--smoke", "--no-plot", "--consolidate",
+               "--out", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    data = json.loads((tmp_path / "benchmarks.json").read_text())["consolidate"]
+    report = (tmp_path / "benchmarks.md").read_text()
+    (round_,) = data["rounds"]
+    assert data["tensor_bytes"] > 7 << 20  # the 8 MiB model of smoke mode
+    for case in consolidate_report.CASES:
+        assert f"| {case.name} |" in report or f"| **{case.name}** |" in report
+        assert round_["cases"][case.name]["peak_rss"] > 0 and round_["cases"][case.name]["seconds"] >= 0
+    for goal in data["goals"]:
+        assert f"| {goal['goal']} |" in report

@@ -1,9 +1,10 @@
 """Runs the benchmarks in interleaved rounds and writes the report.
 
-Four parts, each run when asked. Checkpoints (--checkpoint-bench, its
+Five parts, each run when asked. Checkpoints (--checkpoint-bench, its
 binary): tools/checkpoint_report.py. safetensors (--safetensors-bench, its
 binary): tools/safetensors_report.py. DCP checkpoints (--dcp):
-tools/dcp_report.py. Future helpers
+tools/dcp_report.py. DCP to safetensors consolidation (--consolidate):
+tools/consolidate_report.py. Future helpers
 (--cpp-bench): each round runs the C++ benchmark (Google Benchmark: five
 repetitions of each case, all in random order), then the Python and the
 TorchScript benchmarks (cases shuffled, repeats interleaved). Every figure is
@@ -34,6 +35,7 @@ import sys
 from typing import Dict, List, NamedTuple, Optional
 
 import checkpoint_report
+import consolidate_report
 import dcp_report
 import safetensors_report
 
@@ -238,6 +240,7 @@ def write_markdown(
     checkpoint: Optional[dict], checkpoint_goals: List[dict], smoke: bool,
     safetensors: Optional[dict] = None, safetensors_goals: Optional[List[dict]] = None,
     dcp: Optional[dict] = None, dcp_goals: Optional[List[dict]] = None,
+    consolidate: Optional[dict] = None, consolidate_goals: Optional[List[dict]] = None,
 ) -> None:
     lines = [
         "# Benchmarks",
@@ -254,6 +257,8 @@ def write_markdown(
         lines += safetensors_report.markdown(safetensors, safetensors_goals or [], smoke)
     if dcp is not None:
         lines += dcp_report.markdown(dcp, dcp_goals or [], smoke)
+    if consolidate is not None:
+        lines += consolidate_report.markdown(consolidate, consolidate_goals or [], smoke)
     if futures is not None:
         lines += futures_markdown(futures, goals, rounds)
     path.write_text("\n".join(lines))
@@ -336,6 +341,10 @@ def main() -> None:
                         help="the safetensors_bench binary: runs the safetensors part")
     parser.add_argument("--safetensors-rounds", type=int, default=3)
     parser.add_argument("--safetensors-mib", type=int, default=1024)
+    parser.add_argument("--consolidate", action="store_true",
+                        help="runs the part of DCP to safetensors consolidation (a 2-rank job: no binary)")
+    parser.add_argument("--consolidate-rounds", type=int, default=3)
+    parser.add_argument("--consolidate-mib", type=int, default=1024)
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs")
     parser.add_argument("--rounds", type=int, default=9, help="rounds of the future helpers' part")
     parser.add_argument("--checkpoint-rounds", type=int, default=5)
@@ -350,8 +359,9 @@ def main() -> None:
                         help="a benchmarks.json: write the report from its figures instead of measuring")
     args = parser.parse_args()
     if args.cpp_bench is None and args.checkpoint_bench is None and args.safetensors_bench is None \
-            and not args.dcp and args.from_json is None:
-        parser.error("give --cpp-bench, --checkpoint-bench, --safetensors-bench, --dcp or several (or --from-json)")
+            and not args.dcp and not args.consolidate and args.from_json is None:
+        parser.error("give --cpp-bench, --checkpoint-bench, --safetensors-bench, --dcp, --consolidate or several "
+                     "(or --from-json)")
     rounds = 1 if args.smoke else args.rounds
     random.seed()
     report: dict = {}
@@ -389,6 +399,16 @@ def main() -> None:
         dcp = {key: value for key, value in dcp.items() if key != "goals"}
         dcp_goals = dcp_report.evaluate(dcp)
         report["dcp"] = {**dcp, "goals": dcp_goals}
+    if args.consolidate and not args.from_json:
+        consolidate = consolidate_report.run_rounds(
+            8 if args.smoke else args.consolidate_mib, 1 if args.smoke else args.consolidate_rounds, args.smoke)
+    else:
+        consolidate = measured.get("consolidate")
+    consolidate_goals = []
+    if consolidate is not None:
+        consolidate = {key: value for key, value in consolidate.items() if key != "goals"}
+        consolidate_goals = consolidate_report.evaluate(consolidate)
+        report["consolidate"] = {**consolidate, "goals": consolidate_goals}
     if not (args.cpp_bench and not args.from_json) and "samples" in measured:
         futures = {key: measured[key] for key in ("samples", "allocations", "loads", "date") if key in measured}
         rounds = len(futures["loads"]) - 1
@@ -404,7 +424,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.json").write_text(json.dumps(report, indent=1) + "\n")
     write_markdown(args.out / "benchmarks.md", futures, goals, rounds, checkpoint, checkpoint_goals, args.smoke,
-                   safetensors, safetensors_goals, dcp, dcp_goals)
+                   safetensors, safetensors_goals, dcp, dcp_goals, consolidate, consolidate_goals)
     if not args.no_plot:
         if futures is not None:
             write_plot(args.out / "benchmarks.png", futures)
@@ -413,7 +433,7 @@ def main() -> None:
     for row in checkpoint_goals:
         shown = ", ".join(f"{mib} MiB: {value}" for mib, value in row["shown"].items())
         print(f"{'ok ' if row['holds'] else 'NO '} {row['goal']}: {shown} ({row['bound']})")
-    for row in safetensors_goals + dcp_goals + goals:
+    for row in safetensors_goals + dcp_goals + consolidate_goals + goals:
         print(f"{'ok ' if row['holds'] else 'NO '} {row['goal']}: {row['shown']} ({row['bound']})")
 
 

@@ -24,9 +24,11 @@ from torch_ext import safetensors as st
 from torch_ext.cli.output import Progress
 
 # The bytes of tensors read at once by the streaming commands: with a
-# tensor larger than it, that tensor alone. A conversion's memory is about
-# twice this (a batch read, and a DCP tensor saved in chunks assembled), or
-# twice the largest tensor, above what Python and torch take.
+# tensor larger than it, that tensor alone. A conversion's memory above what
+# Python and torch take is at most about three times the larger of this and
+# the largest tensor: a DCP tensor saved in chunks is assembled whole while
+# its chunks' pages are mapped, and a chunk that upstream's writer left
+# unaligned in its data file is copied first.
 STREAM_BYTES = 64 * 2**20
 
 DiskFormat = _C.DiskFormat
