@@ -295,6 +295,14 @@ def test_convert_to_a_sharded_folder_with_its_index(tmp_path):
         assert refused.returncode == 2 and not (tmp_path / "out2").exists(), refused.stderr
     refused = cli("convert", tmp_path / "w.pt", tmp_path / "w.pt")
     assert refused.returncode == 2 and "is the source itself" in refused.stderr
+    # A folder of another kind of checkpoint is left as it is; one of the same kind is replaced.
+    save_dcp(tensors, tmp_path / "dcp")
+    refused = cli("convert", tmp_path / "w.pt", tmp_path / "dcp", "--to", "safetensors")
+    assert refused.returncode == 2 and "holds a DCP checkpoint" in refused.stderr, refused.stderr
+    assert sorted(p.name for p in (tmp_path / "dcp").iterdir()) == [".metadata", "__0_0.distcp"]
+    again = cli("convert", tmp_path / "w.pt", tmp_path / "out", "--to", "safetensors", "--max-shard-size", "20KB")
+    assert again.returncode == 0, again.stderr
+    assert_bitwise(tensors, upstream_read("safetensors_folder", tmp_path / "out"))
 
 
 def test_convert_of_a_training_checkpoint_keys_and_what_safetensors_cannot_hold(tmp_path):

@@ -4,7 +4,7 @@ otherwise a folder in Hugging Face's layout, its shards at most --max-shard-size
 checkpoint saved by several ranks is consolidated: each tensor whole. Sources are read verified, and written
 durably by the library's writers. To dcp and safetensors the conversion streams: a few entries at a time (at
 most --batch-size bytes of tensors, or one larger tensor) are read and written, so that its memory stays
-within about twice that, whatever the checkpoint's size. To torch the state is read whole (tensors as views of the mapped
+within about three times that, whatever the checkpoint's size. To torch the state is read whole (tensors as views of the mapped
 source, DCP tensors saved in chunks assembled) and written by torch_ext.save. safetensors holds tensors only:
 choose them with --keys (e.g. --keys model)."""
 
@@ -56,9 +56,28 @@ def target_of(args: argparse.Namespace) -> str:
                      f"give --to {'|'.join(TARGETS)}")
 
 
-def _refuse_same(source: str, destination: str) -> None:
-    if os.path.exists(destination) and os.path.samefile(source, destination):
+# The folder formats each target writes.
+_FOLDER_FORMATS = {"dcp": DiskFormat.Dcp, "safetensors": DiskFormat.SafetensorsFolder}
+
+
+def _refuse_destination(source: str, destination: str, to: str) -> None:
+    """Refuses to write over the source, or into a folder holding a checkpoint of another kind.
+
+    A writer replaces a checkpoint of its own kind; into another's folder it would leave the marks of two,
+    which no reader takes for either.
+    """
+    if not os.path.exists(destination):
+        return
+    if os.path.samefile(source, destination):
         raise ValueError(f"'{destination}' is the source itself: write the conversion elsewhere")
+    if os.path.isdir(destination):
+        try:
+            held = _C.detect_format(destination)
+        except RuntimeError:  # no checkpoint's folder
+            return
+        if held != _FOLDER_FORMATS.get(to):
+            raise ValueError(f"'{destination}' holds {_C.describe_format(held)}: writing {to} into it would leave "
+                             f"a folder of two checkpoints; remove it or write elsewhere")
 
 
 def write_safetensors(source: Checkpoint, entries: List[Entry], destination: str, max_shard_size: Any,
@@ -113,7 +132,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
                              f"not '{args.destination}'")
         st.parse_size(args.max_shard_size)  # refused before anything is read
     batch_size = st.parse_size(args.batch_size)
-    _refuse_same(args.source, args.destination)
+    _refuse_destination(args.source, args.destination, to)
     start = time.monotonic()
     source = open_checkpoint(args.source, "convert")
     entries = select(source.entries, args.keys, source.path)
