@@ -96,20 +96,12 @@ class Checkpoint:
 
     def batches(self, entries: Sequence[Entry], verify: bool = True,
                 limit: int = STREAM_BYTES) -> Iterator[Tuple[List[Entry], Dict[str, Any]]]:
-        """Consecutive runs of ``entries`` of at most ``limit`` bytes (a larger tensor alone), each with its ``read``.
+        """Each run of ``entries`` (``runs``) with its ``read``.
 
         Drop a batch's values before asking for the next: that frees its memory and unmaps its reader.
         """
-        batch: List[Entry] = []
-        size = 0
-        for entry in entries:
-            if batch and size + entry.nbytes > limit:
-                yield batch, self.read(batch, verify)
-                batch, size = [], 0
-            batch.append(entry)
-            size += entry.nbytes
-        if batch:
-            yield batch, self.read(batch, verify)
+        for run in runs(entries, limit):
+            yield run, self.read(run, verify)
 
     def checksums(self, progress: Optional[Progress] = None) -> "Checksums":
         """Every checksum the format carries, checked: a failing entry does not hide the next."""
@@ -118,8 +110,6 @@ class Checkpoint:
     def _check_by_batches(self, entries: Sequence[Entry], progress: Optional[Progress]) -> "Checksums":
         """Entries read verified, batch by batch; a batch that fails is read again entry by entry to name each."""
         result = Checksums()
-        batch: List[Entry] = []
-        size = 0
 
         def check(run: List[Entry]) -> None:
             try:
@@ -132,17 +122,24 @@ class Checkpoint:
                 for entry in run:
                     check([entry])
 
-        for entry in entries:
-            if batch and size + entry.nbytes > STREAM_BYTES:
-                check(batch)
-                _update(progress, size)
-                batch, size = [], 0
-            batch.append(entry)
-            size += entry.nbytes
-        if batch:
-            check(batch)
-            _update(progress, size)
+        for run in runs(entries, STREAM_BYTES):
+            check(run)
+            _update(progress, tensor_bytes(run))
         return result
+
+
+def runs(entries: Sequence[Entry], limit: int) -> Iterator[List[Entry]]:
+    """Consecutive runs of ``entries`` of at most ``limit`` bytes of tensors; a larger tensor alone."""
+    run: List[Entry] = []
+    size = 0
+    for entry in entries:
+        if run and size + entry.nbytes > limit:
+            yield run
+            run, size = [], 0
+        run.append(entry)
+        size += entry.nbytes
+    if run:
+        yield run
 
 
 def _update(progress: Optional[Progress], count: int) -> None:
@@ -173,14 +170,14 @@ def one_line(error: BaseException) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
-def flat_entries(state: Any, keep_values: bool = True) -> List[Entry]:
+def flat_entries(state: Any) -> List[Entry]:
     """The leaves of a loaded state, by upstream DCP's flattening (``_C.flatten_state_dict``)."""
     entries = []
     for key, path, value in _C.flatten_state_dict(state):
         if isinstance(value, torch.Tensor):
             entries.append(tensor_entry(key, path, value.dtype, value.shape))
         else:
-            entries.append(Entry(key, path, value=value if keep_values else None))
+            entries.append(Entry(key, path, value=value))
     return entries
 
 
