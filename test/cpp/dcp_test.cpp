@@ -285,7 +285,7 @@ TEST_F(DcpTest, TheWriterWritesLeafByLeafWhatWriteDcpCheckpointWrites) {
   const IValue state = state_dict();
   {
     torch_ext::dcp::DcpWriter writer(folder());
-    EXPECT_FALSE(fs::exists(folder_ / ".metadata"));
+    EXPECT_FALSE(fs::exists(fs::path(folder()) / ".metadata"));
     writer.write({std::string("model"), std::string("0.weight")}, torch::arange(12, torch::kFloat).reshape({3, 4}));
     writer.write({std::string("optim"), std::string("param_groups"), int64_t{0}, std::string("lr")}, 0.01);
     writer.write({std::string("step")}, int64_t{10});
@@ -295,7 +295,7 @@ TEST_F(DcpTest, TheWriterWritesLeafByLeafWhatWriteDcpCheckpointWrites) {
     } catch (const c10::ValueError& e) {
       EXPECT_NE(std::string(e.what()).find("has an entry 'step' already"), std::string::npos) << e.what();
     }
-    EXPECT_FALSE(fs::exists(folder_ / ".metadata")); // nothing is a checkpoint before the commit
+    EXPECT_FALSE(fs::exists(fs::path(folder()) / ".metadata")); // nothing is a checkpoint before the commit
     writer.commit();
   }
   GenericDict model = dict();
@@ -321,7 +321,7 @@ TEST_F(DcpTest, TheWriterWritesLeafByLeafWhatWriteDcpCheckpointWrites) {
     torch_ext::dcp::DcpWriter writer(folder());
     writer.write({std::string("step")}, int64_t{12});
   }
-  EXPECT_FALSE(fs::exists(folder_ / ".metadata"));
+  EXPECT_FALSE(fs::exists(fs::path(folder()) / ".metadata"));
   EXPECT_THROW(torch_ext::read_dcp_checkpoint(folder()), c10::Error);
 }
 
