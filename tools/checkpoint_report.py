@@ -33,6 +33,8 @@ SLACK = 64 * MIB  # the memory goals' allowance beyond the staged bytes
 sys.path.insert(0, str(BENCH))
 import bench_state  # noqa: E402  (bench/python, for the C++ benchmark's layout)
 
+from report_tables import spread
+
 
 class Case(NamedTuple):
     name: str
@@ -389,10 +391,6 @@ def evaluate(data: dict) -> List[dict]:
         })
     return rows
 
-
-def spread(values: List[float], scale: float = 1.0, digits: int = 0) -> str:
-    values = [v * scale for v in values]
-    return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
 
 
 def size_label(mib: int) -> str:

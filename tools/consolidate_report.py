@@ -21,6 +21,8 @@ import sys
 import tempfile
 from typing import Callable, List, NamedTuple
 
+from report_tables import goals_table, spread
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "python" / "consolidate_bench.py"
 MIB = 1 << 20
@@ -123,10 +125,6 @@ def evaluate(data: dict) -> List[dict]:
     return rows
 
 
-def _spread(values: List[float], scale: float = 1.0, digits: int = 0) -> str:
-    values = [v * scale for v in values]
-    return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
-
 
 def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
     rounds = data["rounds"]
@@ -147,14 +145,8 @@ def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
         f"process; above the floor: less the baseline case's. Ours reads {data['batch_bytes'] // MIB} MiB of "
         "tensors at a time (or one larger tensor).",
         "",
-        "### Goals",
-        "",
-        "| comparison | measured | goal | holds |",
-        "| --- | --- | --- | --- |",
     ]
-    for row in rows:
-        verdict = "(information)" if row["informative"] else ("yes" if row["holds"] else "**no**")
-        lines.append(f"| {row['goal']} | {row['shown']} | {row['bound']} | {verdict} |")
+    lines += goals_table(rows)
     lines += ["", "### Cases", "", "| case | what | s | peak RSS, MiB | above the floor, MiB |",
               "| --- | --- | --- | --- | --- |"]
     for case in CASES:
@@ -162,6 +154,6 @@ def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
         peaks = [r["cases"][case.name]["peak_rss"] / MIB for r in rounds]
         above = [above_floor(r, case.name) / MIB for r in rounds]
         name = f"**{case.name}**" if case.ours else case.name
-        lines.append(f"| {name} | {case.what} | {_spread(times, digits=2)} | {_spread(peaks)} | {_spread(above)} |")
+        lines.append(f"| {name} | {case.what} | {spread(times, digits=2)} | {spread(peaks)} | {spread(above)} |")
     lines += ["", "Ours in bold.", ""]
     return lines

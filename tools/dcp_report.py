@@ -20,6 +20,8 @@ import sys
 import tempfile
 from typing import Callable, List, NamedTuple
 
+from report_tables import goals_table, spread
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "python"
 
@@ -107,10 +109,6 @@ def evaluate(data: dict) -> List[dict]:
     return rows
 
 
-def spread(values: List[float], scale: float = 1.0, digits: int = 0) -> str:
-    values = [v * scale for v in values]
-    return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
-
 
 def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
     rounds, loads, state = data["rounds"], data["load_averages"], data["state"]
@@ -132,14 +130,8 @@ def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
         "is the median over rounds of that round's ratio. Cold: the folder's files dropped from the page cache "
         "with `posix_fadvise(DONTNEED)` (checked by `mincore`).",
         "",
-        "### Goals",
-        "",
-        "| comparison | measured | goal | holds |",
-        "| --- | --- | --- | --- |",
     ]
-    for row in rows:
-        verdict = "(information)" if row["informative"] else ("yes" if row["holds"] else "**no**")
-        lines.append(f"| {row['goal']} | {row['shown']} | {row['bound']} | {verdict} |")
+    lines += goals_table(rows)
     lines += ["", "### Cases", "", "| case | what | seconds | GiB/s |", "| --- | --- | --- | --- |"]
     for case in CASES:
         if case.name not in rounds[0]:

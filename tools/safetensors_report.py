@@ -18,6 +18,8 @@ import sys
 import tempfile
 from typing import Callable, Dict, List, NamedTuple
 
+from report_tables import goals_table, spread
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench" / "python"
 MIB = 1 << 20
@@ -113,10 +115,6 @@ def evaluate(data: dict) -> List[dict]:
     return rows
 
 
-def spread(values: List[float], scale: float = 1.0, digits: int = 0) -> str:
-    values = [v * scale for v in values]
-    return f"{statistics.median(values):,.{digits}f} ({min(values):,.{digits}f}-{max(values):,.{digits}f})"
-
 
 def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
     rounds = data["rounds"]
@@ -136,14 +134,8 @@ def markdown(data: dict, rows: List[dict], smoke: bool) -> List[str]:
         "Loads read one file of ours (the package reads it as its own), page cache warm, every value touched (the "
         "sum of every tensor). Each save writes a new file.",
         "",
-        "### Goals",
-        "",
-        "| comparison | measured | goal | holds |",
-        "| --- | --- | --- | --- |",
     ]
-    for row in rows:
-        verdict = "(information)" if row["informative"] else ("yes" if row["holds"] else "**no**")
-        lines.append(f"| {row['goal']} | {row['shown']} | {row['bound']} | {verdict} |")
+    lines += goals_table(rows)
     lines += ["", "### Cases", "", "| part | case | what | ms | MiB/s |", "| --- | --- | --- | --- | --- |"]
     for part, cases in (("saves", SAVE_CASES), ("loads", LOAD_CASES)):
         for case in cases:
