@@ -43,6 +43,24 @@ def raw(tensor):
     return tensor.contiguous().reshape(-1).view(torch.uint8)
 
 
+def assert_same_state(expected, got, where="state"):
+    """The same nesting (containers' types, keys in order), values and tensors, bitwise."""
+    assert type(got) is type(expected), where
+    if isinstance(expected, torch.Tensor):
+        assert got.dtype == expected.dtype and got.shape == expected.shape, where
+        assert torch.equal(raw(got), raw(expected)), where
+    elif isinstance(expected, dict):
+        assert list(got) == list(expected), where
+        for key, value in expected.items():
+            assert_same_state(value, got[key], f"{where}.{key}")
+    elif isinstance(expected, (list, tuple)):
+        assert len(got) == len(expected), where
+        for index, (value, other) in enumerate(zip(expected, got)):
+            assert_same_state(value, other, f"{where}.{index}")
+    else:
+        assert got == expected, where
+
+
 def assert_bitwise(expected, got):
     assert sorted(got) == sorted(expected)
     for key, tensor in expected.items():
@@ -336,6 +354,15 @@ def test_convert_of_a_training_checkpoint_keys_and_what_safetensors_cannot_hold(
     assert torch.equal(loaded["optim"]["state"]["0"]["exp_avg"], state["optim"]["state"][0]["exp_avg"])
     assert cli("diff", tmp_path / "train.pt", tmp_path / "train_dcp").returncode == 0
 
+    # And back to torch, streamed: the nesting and values the library's load gives the DCP folder.
+    for keys in ([], ["model", "optim.param_groups", "step"]):
+        keyed = ["--keys", *keys] if keys else []
+        result = cli("convert", tmp_path / "train_dcp", tmp_path / "back.pt", "--batch-size", "1KiB", *keyed)
+        assert result.returncode == 0, result.stderr
+        expected = torch_ext.load(tmp_path / "train_dcp", keys=keys or None)
+        assert_same_state(expected, torch.load(tmp_path / "back.pt", weights_only=True))
+        assert_same_state(expected, torch_ext.load(tmp_path / "back.pt"))
+
 
 @pytest.mark.timeout(600)
 def test_convert_of_an_upstream_fsdp2_checkpoint_equals_upstreams_consolidation(tmp_path):
@@ -365,11 +392,15 @@ def test_convert_of_an_upstream_fsdp2_checkpoint_equals_upstreams_consolidation(
     assert cli("diff", tmp_path / "dcp", tmp_path / "upstream").returncode == 0
 
 
+# The process's own peak (VmHWM, of its memory since exec): ru_maxrss keeps the high-water mark of the process
+# it was forked from, here the test's, which holds the checkpoint it wrote.
 PEAK_RSS = """
-import json, resource, sys
+import json, re, sys
 from torch_ext.cli import main
 status = main(sys.argv[1:])
-print(json.dumps({"status": status, "peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
+with open("/proc/self/status") as status_file:
+    peak = int(re.search(r"VmHWM:\\s*(\\d+) kB", status_file.read()).group(1)) * 1024
+print(json.dumps({"status": status, "peak": peak}))
 """
 
 
@@ -382,18 +413,91 @@ def peak_rss(*args):
     return report["peak"]
 
 
+def test_a_conversion_that_fails_midway_leaves_no_destination(tmp_path):
+    tensors = {f"layers.{i}.weight": torch.full((4096,), float(i)) for i in range(8)}
+    save_dcp(tensors, tmp_path / "dcp")
+    damaged = flip_a_bit_in(tmp_path / "dcp", raw(tensors["layers.6.weight"]).numpy().tobytes())
+    before = sorted(tmp_path.iterdir())
+    # Batches of one tensor: the damaged one is read after the first ones are written.
+    result = cli("convert", tmp_path / "dcp", tmp_path / "out.pt", "--batch-size", "16KiB")
+    assert result.returncode == 2, result.stdout + result.stderr
+    *progress, error = result.stderr.splitlines()
+    # Streamed: the six tensors before it were read and written (a progress line each) before it failed.
+    assert progress[-1].endswith("96.0 KiB of 128.0 KiB (70%)"), result.stderr
+    assert error.startswith("torch_ext convert: error: "), result.stderr
+    assert damaged.name in error and "layers.6.weight" in error and "CRC32" in error, error
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def save_as_two_ranks(tensors, folder):
+    """`tensors` saved as two ranks save them sharded along dim 0 (FSDP2's layout: each rank's half an item of
+    its own, in its own data file), by upstream's planner and FileSystemWriter, one process playing both ranks."""
+    from torch.distributed.checkpoint import FileSystemWriter
+    from torch.distributed.checkpoint.default_planner import DefaultSavePlanner
+    from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, MetadataIndex, TensorProperties
+    from torch.distributed.checkpoint.planner import SavePlan, TensorWriteData, WriteItem, WriteItemType
+
+    def half(tensor, rank):
+        start = rank * (tensor.shape[0] // 2)
+        size = tensor.shape[0] // 2 if rank == 0 else tensor.shape[0] - start
+        return torch.Size([start] + [0] * (tensor.dim() - 1)), torch.Size([size, *tensor.shape[1:]])
+
+    class HalfPlanner(DefaultSavePlanner):
+        def __init__(self, rank):
+            super().__init__()
+            self.rank = rank
+
+        def create_local_plan(self):
+            items = []
+            for key, tensor in self.state_dict.items():
+                offsets, sizes = half(tensor, self.rank)
+                items.append(WriteItem(
+                    index=MetadataIndex(key, offsets), type=WriteItemType.SHARD,
+                    tensor_data=TensorWriteData(ChunkStorageMetadata(offsets, sizes),
+                                                TensorProperties.create_from_tensor(tensor), tensor.shape)))
+            self.plan = SavePlan(items, planner_data=self.mappings)
+            return self.plan
+
+        def resolve_data(self, item):
+            return self.state_dict[item.index.fqn].narrow(0, item.index.offset[0], item.tensor_data.chunk.sizes[0])
+
+    planners = [HalfPlanner(rank) for rank in range(2)]
+    writers = [FileSystemWriter(folder) for _ in range(2)]
+    for rank in range(2):
+        writers[rank].set_up_storage_writer(rank == 0, rank=rank)
+        planners[rank].set_up_planner(tensors, storage_meta=writers[rank].storage_meta(), is_coordinator=rank == 0)
+    plans = [writers[rank].prepare_local_plan(planners[rank].create_local_plan()) for rank in range(2)]
+    plans, metadata = planners[0].create_global_plan(plans)
+    plans = writers[0].prepare_global_plan(plans)
+    results = []
+    for rank in range(2):
+        written = writers[rank].write_data(planners[rank].finish_plan(plans[rank]), planners[rank])
+        written.wait()
+        results.append(written.value())
+    writers[0].finish(metadata=metadata, results=results)
+
+
 @pytest.mark.timeout(600)
 def test_a_streaming_conversion_holds_a_batch_not_the_checkpoint(tmp_path):
     mib = 1 << 20
     tensors = {f"layers.{i}.weight": torch.full((mib // 4,), float(i)) for i in range(192)}  # 192 MiB
     save_dcp(tensors, tmp_path / "dcp")
+    save_as_two_ranks(tensors, tmp_path / "dcp_2_ranks")
+    assert all(e["chunks"] == 2 for e in cli_json("info", tmp_path / "dcp_2_ranks")["entries"])
     del tensors
     baseline = peak_rss("info", tmp_path / "dcp", "--json")
-    for to, name in (("safetensors", "out"), ("dcp", "out_dcp")):
-        peak = peak_rss("convert", tmp_path / "dcp", tmp_path / name, "--to", to, "--batch-size", "8MiB")
+    conversions = [("dcp", "safetensors", "out"), ("dcp", "dcp", "out_dcp"), ("dcp", "torch", "out.pt"),
+                   ("dcp_2_ranks", "torch", "out_2_ranks.pt"), ("out", "torch", "out_safetensors.pt")]
+    for source, to, name in conversions:
+        peak = peak_rss("convert", tmp_path / source, tmp_path / name, "--to", to, "--batch-size", "8MiB")
         # Batches of 8 MiB: a few of them above what listing takes, not the 192 MiB.
-        assert peak - baseline < 64 * mib, (to, peak, baseline)
+        assert peak - baseline < 64 * mib, (source, to, peak, baseline)
     assert cli("diff", tmp_path / "dcp", tmp_path / "out").returncode == 0
+    for name in ("out.pt", "out_2_ranks.pt", "out_safetensors.pt"):
+        converted = torch.load(tmp_path / name, weights_only=True, mmap=True)
+        assert sorted(converted) == sorted(f"layers.{i}.weight" for i in range(192)), name
+        for i in range(192):
+            assert torch.equal(converted[f"layers.{i}.weight"], torch.full((mib // 4,), float(i))), (name, i)
 
 
 # diff

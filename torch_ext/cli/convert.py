@@ -15,6 +15,8 @@ import os
 import time
 from typing import Any, Dict, List, TextIO
 
+import torch
+
 from torch_ext import _C
 from torch_ext import safetensors as st
 from torch_ext import serialization
@@ -116,10 +118,34 @@ def write_dcp(source: Checkpoint, entries: List[Entry], destination: str, batch_
     writer.commit()
 
 
-def write_torch(source: Checkpoint, entries: List[Entry], keys: Any, destination: str, progress: Progress) -> None:
-    state = source.read_state(keys)
-    serialization.save(state, destination)
-    progress.update(tensor_bytes(entries))
+def write_torch(source: Checkpoint, entries: List[Entry], keys: Any, destination: str, batch_size: int,
+                progress: Progress) -> None:
+    if source.format == DiskFormat.TorchSave:
+        # Its tensors are views of the mapped source (no memory of their own) and may share storages
+        # (tied weights), which torch_ext.save keeps: the state is read whole and saved.
+        serialization.save(source.read_state(keys), destination)
+        progress.update(tensor_bytes(entries))
+        return
+    held = [entry for entry in entries if not entry.is_tensor]
+    values = source.read(held) if held else {}
+    leaves = []
+    for entry in entries:
+        if not entry.is_tensor:
+            leaves.append((entry.path, values[entry.key]))
+        elif entry.dtype is None:
+            raise ValueError(f"'{source.path}' holds '{entry.key}' of {entry.dtype_name}, a dtype torch lacks")
+        else:
+            # A placeholder of the tensor's dtype and shape, without its bytes: the writer plans the file on it.
+            leaves.append((entry.path, torch.empty(entry.shape, dtype=entry.dtype, device="meta")))
+    # Nested as the library's load of the source nests it (ints as list indices), keys selected as it selects.
+    writer = _C.TorchSaveFileWriter(destination, leaves, list(keys or []), source.path)
+    by_key = {entry.key: entry for entry in entries}
+    for batch, values in source.batches([by_key[key] for key in writer.order], limit=batch_size):
+        for entry in batch:
+            writer.write(values[entry.key])
+        progress.update(tensor_bytes(batch))
+        del values
+    writer.commit()
 
 
 def run(args: argparse.Namespace, out: TextIO) -> int:
@@ -142,7 +168,7 @@ def run(args: argparse.Namespace, out: TextIO) -> int:
         elif to == "dcp":
             write_dcp(source, entries, args.destination, batch_size, progress)
         else:
-            write_torch(source, entries, args.keys, args.destination, progress)
+            write_torch(source, entries, args.keys, args.destination, batch_size, progress)
     report: Dict[str, Any] = {
         "source": source.path, "source_format": source.format.name, "destination": args.destination,
         "to": to, "entries": len(entries), "tensor_bytes": tensor_bytes(entries),

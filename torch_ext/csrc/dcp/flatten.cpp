@@ -85,9 +85,13 @@ std::vector<FlatEntry> flatten_state_dict(const c10::IValue& state_dict) {
   return Flattener().run(state_dict);
 }
 
-Unflattener::Unflattener(std::string where, uint64_t padding_budget)
+// Lists may be padded with None (for list items saved as nothing: empty
+// dicts) up to this many per entry, and no further.
+constexpr uint64_t kPaddingPerEntry = 64;
+
+Unflattener::Unflattener(std::string where, size_t entries)
     : where_(std::move(where)),
-      padding_left_(padding_budget),
+      padding_left_(kPaddingPerEntry * entries + 1024),
       root_(c10::impl::GenericDict(c10::AnyType::get(), c10::AnyType::get())) {
   dicts_.push_back(root_.toGenericDict());
 }

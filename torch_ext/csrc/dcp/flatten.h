@@ -18,7 +18,7 @@ using torch_ext::dcp::ObjectPath;
 c10::IValue step_key(const torch_ext::dcp::PathItem& step);
 // The key path (key_path.h) of the first `steps` steps of `path` (all by
 // default): upstream's flattened key, `".".join(map(str, path))`.
-std::string key_path(const ObjectPath& path, size_t steps = SIZE_MAX);
+TORCH_EXT_API std::string key_path(const ObjectPath& path, size_t steps = SIZE_MAX);
 
 // One leaf of a flattened state dict: its key, its object path (what
 // planner_data records) and the value saved as one entry.
@@ -39,11 +39,11 @@ TORCH_EXT_API std::vector<FlatEntry> flatten_state_dict(const c10::IValue& state
 // dcp_to_torch_save rebuild a state dict with: each path creates the dicts
 // (for a str step) and lists (for an int step, padded with None) it goes
 // through. Paths come from a file: a step that does not fit what is there,
-// or lists padded past `padding_budget` Nones in all, is an error naming
-// the key and `where`.
-class Unflattener {
+// or lists padded past 64 Nones per entry (of `entries`) in all, is an
+// error naming the key and `where`.
+class TORCH_EXT_API Unflattener {
  public:
-  Unflattener(std::string where, uint64_t padding_budget);
+  Unflattener(std::string where, size_t entries);
   void set(const ObjectPath& path, c10::IValue value, const std::string& fqn);
   // The state dict, its dicts keyed by str typed Dict(str, Any).
   c10::IValue take();

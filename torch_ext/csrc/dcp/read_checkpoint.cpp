@@ -23,10 +23,6 @@ using dcp::CheckpointReader;
 using dcp::ItemIndex;
 using dcp::ObjectPath;
 
-// Lists may be padded with None (for list items saved as nothing: empty
-// dicts) up to this many per entry of the checkpoint, and no further.
-constexpr uint64_t kPaddingPerEntry = 64;
-
 // Whether the entry at `path` is to be read for `keys`: a key names it or
 // one of the containers it is in, or (for a non-tensor value, which may be a
 // container itself) something inside it. Keys are read step by step against
@@ -115,8 +111,7 @@ c10::IValue read_dcp_checkpoint(const std::string& path, const ReadOptions& opti
     }
   }
   std::vector<dcp::RegionRead> reads;
-  detail::dcp::Unflattener state(
-      "the DCP checkpoint '" + path + "'", kPaddingPerEntry * metadata.state_dict_metadata.size() + 1024);
+  detail::dcp::Unflattener state("the DCP checkpoint '" + path + "'", metadata.state_dict_metadata.size());
   for (const auto& [fqn, entry] : metadata.state_dict_metadata) {
     // An entry that planner_data does not know is a key of the state dict.
     const auto found = paths.find(fqn);
