@@ -14,6 +14,7 @@
 #include <torch/torch.h>
 
 #include "test_files.h"
+#include "torch_ext/csrc/torch_save/torch_save_file_writer.h"
 
 namespace {
 
@@ -389,6 +390,68 @@ TEST_F(CheckpointFileTest, AMissingFileIsNamed) {
               std::string::npos)
         << e.what();
   }
+}
+
+TEST_F(CheckpointFileTest, AStreamedWriteTakesThePlannedTensorsInTheFilesOrderAndWritesWhatAWholeWriteWrites) {
+  using torch_ext::detail::planned_tensor;
+  const at::Tensor weight = torch::randn({16, 8});
+  const at::Tensor matrix = torch::randn({3, 4}).to(torch::kHalf);
+  const at::Tensor held = torch::arange(5, torch::kInt64);
+  const auto state = [&](bool planned) {
+    GenericDict inner = any_dict();
+    inner.insert("matrix", planned ? planned_tensor(torch::kHalf, {3, 4}) : matrix);
+    inner.insert("held", held); // has its data: written from it
+    GenericDict state = any_dict();
+    state.insert("weight", planned ? planned_tensor(torch::kFloat32, {16, 8}) : weight);
+    state.insert("inner", inner);
+    state.insert("empty", planned ? planned_tensor(torch::kFloat32, {0, 4}) : torch::empty({0, 4}));
+    state.insert("step", int64_t{7});
+    return state;
+  };
+  // In folders of their own: the archive's records are named after the file.
+  fs::create_directories(root() / "whole");
+  fs::create_directories(root() / "streamed");
+  torch_ext::write_checkpoint_file(file("whole/w.pt"), state(false));
+  torch_ext::detail::TorchSaveFileWriter writer(file("streamed/w.pt"), state(true));
+  EXPECT_EQ(writer.order(), (std::vector<std::string>{"weight", "inner.matrix"}));
+  writer.write(weight);
+  writer.write(matrix.t().contiguous().t()); // other strides: written in row-major order
+  EXPECT_FALSE(fs::exists(file("streamed/w.pt")));
+  writer.commit();
+  EXPECT_TRUE(torch_ext_test::read_bytes(file("streamed/w.pt")) == torch_ext_test::read_bytes(file("whole/w.pt")));
+}
+
+TEST_F(CheckpointFileTest, AStreamedWriteRefusesATensorUnlikeItsPlanNamingItsKeyAndLeavesTheFileAsItWas) {
+  GenericDict before = any_dict();
+  before.insert("w", torch::ones({2}));
+  torch_ext::write_checkpoint_file(file("w.pt"), before);
+  const std::string bytes = torch_ext_test::read_bytes(file("w.pt"));
+  GenericList layers(c10::AnyType::get());
+  layers.push_back(torch_ext::detail::planned_tensor(torch::kFloat32, {4}));
+  GenericDict state = any_dict();
+  state.insert("layers", layers);
+  {
+    torch_ext::detail::TorchSaveFileWriter writer(file("w.pt"), state);
+    for (const at::Tensor& wrong : {torch::zeros({4}, torch::kInt32), torch::zeros({5})}) {
+      try {
+        writer.write(wrong);
+        FAIL() << "expected a ValueError";
+      } catch (const c10::ValueError& e) {
+        EXPECT_NE(std::string(e.what()).find("expected entry 'layers.0' as a CPU tensor of Float and 16 bytes"),
+                  std::string::npos)
+            << e.what();
+      }
+    }
+    try {
+      writer.commit();
+      FAIL() << "expected a ValueError";
+    } catch (const c10::ValueError& e) {
+      EXPECT_NE(std::string(e.what()).find("is missing 1 of its tensors, from entry 'layers.0'"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_EQ(torch_ext_test::read_bytes(file("w.pt")), bytes);
+  EXPECT_EQ(std::distance(fs::directory_iterator(root()), fs::directory_iterator()), 1);
 }
 
 } // namespace

@@ -2,11 +2,12 @@
 folder) or ``safetensors`` (one file when DESTINATION ends in .safetensors and no --max-shard-size is given;
 otherwise a folder in Hugging Face's layout, its shards at most --max-shard-size, with its index). A DCP
 checkpoint saved by several ranks is consolidated: each tensor whole. Sources are read verified, and written
-durably by the library's writers. To dcp and safetensors the conversion streams: a few entries at a time (at
-most --batch-size bytes of tensors, or one larger tensor) are read and written, so that its memory stays
-within about three times that, whatever the checkpoint's size. To torch the state is read whole (tensors as views of the mapped
-source, DCP tensors saved in chunks assembled) and written by torch_ext.save. safetensors holds tensors only:
-choose them with --keys (e.g. --keys model)."""
+durably by the library's writers. The conversion streams: a few entries at a time (at most --batch-size bytes
+of tensors, or one larger tensor) are read and written, so that its memory stays within about three times
+that, whatever the checkpoint's size. To torch, the file is planned on the entries' dtypes and shapes, nested
+as torch_ext.load nests the source, and then takes their bytes in its order; a torch.save source alone is read
+whole (its tensors are views of the mapped source, and may share storages, which torch_ext.save keeps).
+safetensors holds tensors only: choose them with --keys (e.g. --keys model)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keys", nargs="+", metavar="KEY",
                         help="only these entries, by key path (a container names all below it)")
     parser.add_argument("--batch-size", metavar="SIZE", default=f"{STREAM_BYTES >> 20}MiB",
-                        help="dcp and safetensors: the bytes of tensors read at once (default %(default)s; "
-                        "a larger tensor is read alone)")
+                        help="the bytes of tensors read at once (default %(default)s; a larger tensor is read "
+                        "alone; a torch.save file converted to torch is read whole)")
     parser.add_argument("--max-shard-size", metavar="SIZE",
                         help=f"safetensors: write a folder of shards of at most SIZE bytes (e.g. 5GB, 2GiB; "
                         f"default {st.DEFAULT_MAX_SHARD_SIZE} for a folder)")
@@ -82,14 +83,18 @@ def _refuse_destination(source: str, destination: str, to: str) -> None:
                              f"a folder of two checkpoints; remove it or write elsewhere")
 
 
+def _refuse_unknown_dtype(source: Checkpoint, entry: Entry) -> None:
+    if entry.dtype is None:
+        raise ValueError(f"'{source.path}' holds '{entry.key}' of {entry.dtype_name}, a dtype torch lacks")
+
+
 def write_safetensors(source: Checkpoint, entries: List[Entry], destination: str, max_shard_size: Any,
                       batch_size: int, progress: Progress) -> None:
     for entry in entries:
         if not entry.is_tensor:
             raise ValueError(f"'{source.path}' holds '{entry.key}', which is no tensor: a safetensors file holds "
                              f"tensors only; choose them with --keys")
-        if entry.dtype is None:
-            raise ValueError(f"'{source.path}' holds '{entry.key}' of {entry.dtype_name}, a dtype torch lacks")
+        _refuse_unknown_dtype(source, entry)
     spec = [(entry.key, entry.dtype, entry.shape) for entry in entries]
     # A file's own metadata is carried over; a folder's index holds sizes of its own layout.
     metadata = source.metadata if source.format == DiskFormat.Safetensors else None
@@ -120,24 +125,26 @@ def write_dcp(source: Checkpoint, entries: List[Entry], destination: str, batch_
 
 def write_torch(source: Checkpoint, entries: List[Entry], keys: Any, destination: str, batch_size: int,
                 progress: Progress) -> None:
+    """The entries as torch_ext.load of the source nests them, streamed into a torch.save file.
+
+    The file is planned on placeholders (meta tensors of the entries' dtypes and shapes), then takes their
+    bytes batch by batch in its order. A torch.save source is loaded whole and saved instead: its tensors are
+    views of the mapped source (no memory of their own) and may share storages (tied weights), which
+    torch_ext.save keeps.
+    """
     if source.format == DiskFormat.TorchSave:
-        # Its tensors are views of the mapped source (no memory of their own) and may share storages
-        # (tied weights), which torch_ext.save keeps: the state is read whole and saved.
         serialization.save(source.read_state(keys), destination)
         progress.update(tensor_bytes(entries))
         return
-    held = [entry for entry in entries if not entry.is_tensor]
-    values = source.read(held) if held else {}
+    others = [entry for entry in entries if not entry.is_tensor]  # a DCP checkpoint's values: read now
+    values = source.read(others) if others else {}
     leaves = []
     for entry in entries:
-        if not entry.is_tensor:
-            leaves.append((entry.path, values[entry.key]))
-        elif entry.dtype is None:
-            raise ValueError(f"'{source.path}' holds '{entry.key}' of {entry.dtype_name}, a dtype torch lacks")
-        else:
-            # A placeholder of the tensor's dtype and shape, without its bytes: the writer plans the file on it.
+        if entry.is_tensor:
+            _refuse_unknown_dtype(source, entry)
             leaves.append((entry.path, torch.empty(entry.shape, dtype=entry.dtype, device="meta")))
-    # Nested as the library's load of the source nests it (ints as list indices), keys selected as it selects.
+        else:
+            leaves.append((entry.path, values[entry.key]))
     writer = _C.TorchSaveFileWriter(destination, leaves, list(keys or []), source.path)
     by_key = {entry.key: entry for entry in entries}
     for batch, values in source.batches([by_key[key] for key in writer.order], limit=batch_size):
