@@ -328,6 +328,13 @@ class TORCH_EXT_API CheckpointReader {
   // that unpickles it itself (Python's dcp.load).
   std::string read_serialized(const ItemIndex& index) const;
 
+  // The bytes this reader has read of its files so far: each item
+  // verified (whole, once) or decompressed (each time), each region of an
+  // uncompressed item from its first to its last element, each chunk that
+  // read_tensor gives. What a test of a resharding load compares with the
+  // bytes a rank owns.
+  uint64_t bytes_read() const;
+
  private:
   class Impl;
   std::unique_ptr<Impl> impl_;
