@@ -46,3 +46,23 @@ def test_upstream_reads_a_four_rank_cpp_save_bitwise(tmp_path, cpp_build):
     assert_bitwise_equal(torch_ext.load(folder), whole)
     assert_bitwise_equal(dict(whole["model"]), dict(expected["model"]))
 
+
+def test_local_shards_from_python_in_one_process(tmp_path):
+    whole = torch.randn(5, 4)
+    parts = [(whole[:2].clone(), (0, 0)), (whole[2:, :3].clone(), (2, 0)), (whole[2:, 3:].clone(), (2, 3))]
+    folder = tmp_path / "ckpt"
+    torch_ext.dcp.save_sharded({"w": torch_ext.dcp.local_shards(parts, whole.shape), "step": 3}, folder)
+    assert_bitwise_equal(torch_ext.load(folder), {"w": whole, "step": 3})
+
+    into = torch.full((3, 4), -1.0)
+    torch_ext.dcp.load_sharded(folder, {"w": torch_ext.dcp.local_shards([(into, (1, 0))], (5, 4))})
+    assert torch.equal(into, whole[1:4])
+
+    with pytest.raises(ValueError, match="entry 'w' has parts .* hold 8 elements of its 20"):
+        torch_ext.dcp.save_sharded({"w": torch_ext.dcp.local_shards(parts[:1], whole.shape)}, tmp_path / "gap")
+    with pytest.raises(ValueError, match="entry 'w' is a Float tensor of global shape \\[5, 4\\] in the checkpoint"):
+        torch_ext.dcp.load_sharded(folder, {"w": torch.zeros(4, 4)})
+    with pytest.raises(ValueError, match="lies outside the global shape"):
+        torch_ext.dcp.local_shards([(torch.zeros(2, 2), (4, 0))], (5, 4))
+    with pytest.raises(TypeError, match="LocalShards"):
+        torch_ext.save({"w": torch_ext.dcp.local_shards(parts, whole.shape)}, tmp_path / "file.pt")
