@@ -33,8 +33,9 @@ struct SaveRanks {
 // CPU). Writes the folder `path` as upstream's dcp.save with a
 // FileSystemWriter does from as many ranks:
 // - each rank writes its items into its data files `__<rank>_<i>.distcp`
-//   (options.thread_count of them); an item is a part of a LocalShards, a
-//   plain tensor (whole) or a non-tensor value;
+//   (options.thread_count of them); an item is a part of a LocalShards or
+//   a plain tensor (in chunks of rows of at most options.max_chunk_bytes),
+//   or a non-tensor value;
 // - an item that several ranks hold (the same key and, for a part, the
 //   same offsets: a replicated value) is written once, by the lowest rank
 //   that holds it: rank 0 when every rank holds it;
@@ -68,7 +69,8 @@ TORCH_EXT_API void save_sharded(
 // part whose global shape or dtype differs from the saved one, or a value
 // of another kind than the saved one is a ValueError naming the key, raised
 // before anything is read. With the reader's `verify`, each saved item read
-// from is checked against its CRC32s, which reads the whole item once.
+// from is checked against its CRC32s, which reads the whole item once: a
+// save_sharded's items are at most max_chunk_bytes (of rows) each.
 TORCH_EXT_API void load_sharded(const CheckpointReader& reader, const c10::IValue& into);
 
 // The same, from the folder `path`.

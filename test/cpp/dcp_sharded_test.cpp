@@ -112,13 +112,18 @@ class DcpShardedTest : public torch_ext_test::TempFolderTest, public ::testing::
       : store_(GetParam() ? tcp_store() : c10::intrusive_ptr<c10d::Store>(c10::make_intrusive<c10d::HashStore>())) {}
 
   // Every rank's save of states[rank] into `folder`.
-  std::vector<Failure> save(const std::string& folder, const std::vector<c10::IValue>& states, int64_t thread_count = 1) {
+  std::vector<Failure> save(
+      const std::string& folder,
+      const std::vector<c10::IValue>& states,
+      int64_t thread_count = 1,
+      int64_t max_chunk_bytes = torch_ext::DcpWriteOptions().max_chunk_bytes) {
     const auto& store = store_;
     const auto world_size = static_cast<int64_t>(states.size());
     return on_ranks(world_size, [&](int64_t rank) {
       torch_ext::DcpWriteOptions options;
       options.thread_count = thread_count;
       options.sync = false;
+      options.max_chunk_bytes = max_chunk_bytes;
       torch_ext::dcp::save_sharded(folder, states[rank], SaveRanks{store, rank, world_size, std::chrono::seconds(60)}, options);
     });
   }
@@ -309,8 +314,9 @@ TEST_P(DcpShardedTest, ARankThatFailsItsWriteMakesNoRankCommit) {
 }
 
 TEST_P(DcpShardedTest, AReshardReadsOnlyTheRowsEachRankOwns) {
-  // 4 ranks save 1,200 rows of 1 KiB; 3 ranks load them.
-  const at::Tensor whole = at::randn({1200, 256});
+  // 4 ranks save 1,200 rows of 8 KiB in chunks of at most 64 KiB; 3 ranks
+  // load them, verified or not.
+  const at::Tensor whole = at::randn({1200, 2048});
   std::vector<c10::IValue> states;
   for (size_t rank = 0; rank < 4; ++rank) {
     auto state = new_dict();
@@ -318,18 +324,31 @@ TEST_P(DcpShardedTest, AReshardReadsOnlyTheRowsEachRankOwns) {
     states.push_back(state);
   }
   const std::string folder = path("ckpt");
-  expect_no_failure(save(folder, states));
-  for (size_t rank = 0; rank < 3; ++rank) {
-    const auto [begin, end] = row_split({400, 400, 400})[rank];
-    const at::Tensor part = at::full({end - begin, 256}, -1.0f);
-    auto into = new_dict();
-    into.insert("w", torch_ext::make_local_shards({Shard{part, {begin, 0}}}, {1200, 256}));
-    const torch_ext::dcp::CheckpointReader reader(folder, /*verify=*/false);
-    torch_ext::dcp::load_sharded(reader, into);
-    EXPECT_TRUE(at::equal(part, whole.narrow(0, begin, end - begin))) << "rank " << rank;
-    EXPECT_LE(reader.bytes_read(), part.nbytes() * 11 / 10) << "rank " << rank;
-    EXPECT_GE(reader.bytes_read(), part.nbytes()) << "rank " << rank;
+  expect_no_failure(save(folder, states, 1, /*max_chunk_bytes=*/64 << 10));
+  EXPECT_EQ(std::get<torch_ext::dcp::TensorEntry>(torch_ext::dcp::read_metadata(folder).state_dict_metadata[0].second).chunks.size(), 4u * 38u);
+  for (const bool verify : {false, true}) {
+    for (size_t rank = 0; rank < 3; ++rank) {
+      const auto [begin, end] = row_split({400, 400, 400})[rank];
+      const at::Tensor part = at::full({end - begin, 2048}, -1.0f);
+      auto into = new_dict();
+      into.insert("w", torch_ext::make_local_shards({Shard{part, {begin, 0}}}, {1200, 2048}));
+      const torch_ext::dcp::CheckpointReader reader(folder, verify);
+      torch_ext::dcp::load_sharded(reader, into);
+      EXPECT_TRUE(at::equal(part, whole.narrow(0, begin, end - begin))) << "rank " << rank;
+      EXPECT_LE(reader.bytes_read(), part.nbytes() * 11 / 10) << "rank " << rank << ", verify " << verify;
+      EXPECT_GE(reader.bytes_read(), part.nbytes()) << "rank " << rank << ", verify " << verify;
+    }
   }
+  // Without the split, a verified load reads whole saved chunks: rank 1's
+  // rows 400 to 800 are in 2 chunks of 300 rows.
+  const std::string unsplit = path("unsplit");
+  expect_no_failure(save(unsplit, states, 1, /*max_chunk_bytes=*/0));
+  const at::Tensor part = at::zeros({400, 2048});
+  auto into = new_dict();
+  into.insert("w", torch_ext::make_local_shards({Shard{part, {400, 0}}}, {1200, 2048}));
+  const torch_ext::dcp::CheckpointReader reader(unsplit, /*verify=*/true);
+  torch_ext::dcp::load_sharded(reader, into);
+  EXPECT_GE(reader.bytes_read(), part.nbytes() * 3 / 2);
 }
 
 TEST_P(DcpShardedTest, LoadsIntoAnyLayout) {

@@ -162,6 +162,9 @@ class CheckpointReader::Impl {
   uint64_t bytes_read() const {
     return bytes_read_;
   }
+  bool verifies() const {
+    return verify_;
+  }
   bool compressed(size_t item) const {
     return !metadata_.storage_data[item].second.transform_descriptors.empty();
   }
@@ -237,7 +240,7 @@ const ItemLocation& CheckpointReader::location(const ItemIndex& index) const {
 at::Tensor CheckpointReader::read_tensor(const ItemIndex& index) const {
   const size_t item = impl_->item(index);
   at::Tensor tensor = impl_->tensor(item);
-  if (!impl_->compressed(item)) {
+  if (!impl_->compressed(item) && !impl_->verifies()) {
     impl_->count_read(tensor.nbytes());
   }
   return tensor;
@@ -284,8 +287,8 @@ void CheckpointReader::read_region_into(
       destination.sizes());
   // Touches only the pages between the region's first and last element.
   destination.copy_(source);
-  if (!impl_->compressed(item)) {
-    impl_->count_read(span_bytes(source));
+  if (!impl_->compressed(item) && !impl_->verifies()) {
+    impl_->count_read(span_bytes(source)); // else counted whole, when verified
   }
 }
 

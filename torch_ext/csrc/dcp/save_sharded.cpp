@@ -96,7 +96,7 @@ void save_sharded(const std::string& path, const c10::IValue& state_dict, const 
   std::vector<PlannedItem> items;
   std::string sent;
   try {
-    items = detail::dcp::plan_items(state_dict);
+    items = detail::dcp::plan_items(state_dict, options.max_chunk_bytes);
     sent = kPlanned + detail::dcp::encode_plan(items);
   } catch (...) {
     sent = kFailed + detail::message_of(std::current_exception());

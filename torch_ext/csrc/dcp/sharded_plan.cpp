@@ -2,6 +2,7 @@
 // plan (upstream's dedup_save_plans and create_default_global_save_plan).
 #include "sharded_plan.h"
 
+#include <algorithm>
 #include <map>
 #include <unordered_map>
 #include <utility>
@@ -55,32 +56,38 @@ struct KeyState {
 
 } // namespace
 
-std::vector<PlannedItem> plan_items(const c10::IValue& state_dict) {
+std::vector<PlannedItem> plan_items(const c10::IValue& state_dict, int64_t max_chunk_bytes) {
   CheckOnCpu check;
   visit_state(state_dict, check, check.path);
   std::vector<PlannedItem> items;
+  // `tensor`, the box at `offsets` of a global tensor, in chunks of rows.
+  const auto add_tensor = [&](const FlatEntry& entry, Kind kind, const at::Tensor& tensor, std::vector<int64_t> offsets,
+                              const std::vector<int64_t>& global_size) {
+    const auto add = [&](const at::Tensor& chunk, std::vector<int64_t> chunk_offsets) {
+      items.push_back(PlannedItem{
+          entry.fqn, entry.path, kind, tensor.scalar_type(), global_size, Chunk{std::move(chunk_offsets), chunk.sizes().vec()}, chunk});
+    };
+    const int64_t rows = tensor.dim() > 0 ? tensor.size(0) : 0;
+    const auto bytes = static_cast<int64_t>(tensor.nbytes());
+    if (max_chunk_bytes == 0 || bytes <= max_chunk_bytes || rows < 2) {
+      add(tensor, std::move(offsets));
+      return;
+    }
+    const int64_t rows_per_chunk = std::max<int64_t>(max_chunk_bytes / (bytes / rows), 1);
+    for (int64_t row = 0; row < rows; row += rows_per_chunk) {
+      std::vector<int64_t> chunk_offsets = offsets;
+      chunk_offsets[0] += row;
+      add(tensor.narrow(0, row, std::min(rows_per_chunk, rows - row)), std::move(chunk_offsets));
+    }
+  };
   for (FlatEntry& entry : flatten_state_dict(state_dict)) {
     if (const auto shards = as_local_shards(entry.value)) {
       for (const Shard& shard : shards->shards()) {
-        items.push_back(PlannedItem{
-            entry.fqn,
-            entry.path,
-            Kind::Part,
-            shards->dtype(),
-            shards->global_shape(),
-            Chunk{shard.offsets, shard.tensor.sizes().vec()},
-            shard.tensor});
+        add_tensor(entry, Kind::Part, shard.tensor, shard.offsets, shards->global_shape());
       }
     } else if (entry.value.isTensor()) {
       const at::Tensor& tensor = entry.value.toTensor();
-      items.push_back(PlannedItem{
-          entry.fqn,
-          entry.path,
-          Kind::Tensor,
-          tensor.scalar_type(),
-          tensor.sizes().vec(),
-          Chunk{std::vector<int64_t>(static_cast<size_t>(tensor.dim()), 0), tensor.sizes().vec()},
-          tensor});
+      add_tensor(entry, Kind::Tensor, tensor, std::vector<int64_t>(static_cast<size_t>(tensor.dim()), 0), tensor.sizes().vec());
     } else {
       items.push_back(PlannedItem{std::move(entry.fqn), std::move(entry.path), Kind::Object, {}, {}, {}, entry.value});
     }

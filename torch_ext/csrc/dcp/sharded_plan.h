@@ -37,9 +37,11 @@ struct PlannedItem {
 };
 
 // The items of `state_dict`, in upstream's flattening order (a LocalShards
-// gives one per part). Throws a TypeError naming the entry for what a
-// checkpoint does not hold and for tensors off the CPU.
-std::vector<PlannedItem> plan_items(const c10::IValue& state_dict);
+// gives one per part), a tensor or part of more than `max_chunk_bytes`
+// (when > 0) split into chunks of whole rows of at most that many bytes.
+// Throws a TypeError naming the entry for what a checkpoint does not hold
+// and for tensors off the CPU.
+std::vector<PlannedItem> plan_items(const c10::IValue& state_dict, int64_t max_chunk_bytes);
 
 // What rank 0 makes of every rank's items (`plans`, in rank order):
 // the metadata of the save without its storage_data, and for each rank one

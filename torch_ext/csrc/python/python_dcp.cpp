@@ -36,7 +36,8 @@ void save_sharded(
     int64_t world_size,
     double timeout_s,
     int64_t thread_count,
-    bool compress) {
+    bool compress,
+    int64_t max_chunk_bytes) {
   const c10::IValue state = to_state(state_dict);
   dcp::SaveRanks ranks;
   if (!store.is_none()) {
@@ -46,7 +47,11 @@ void save_sharded(
   ranks.world_size = world_size;
   ranks.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
   py::gil_scoped_release no_gil;
-  dcp::save_sharded(path, state, ranks, DcpWriteOptions{thread_count, compress});
+  DcpWriteOptions options;
+  options.thread_count = thread_count;
+  options.compress = compress;
+  options.max_chunk_bytes = max_chunk_bytes;
+  dcp::save_sharded(path, state, ranks, options);
 }
 
 // Fills the tensors and LocalShards of `into` in place; returns nothing of
@@ -181,7 +186,8 @@ void bind_dcp(py::module& module) {
       py::arg("world_size"),
       py::arg("timeout_s"),
       py::arg("thread_count") = defaults.thread_count,
-      py::arg("compress") = defaults.compress);
+      py::arg("compress") = defaults.compress,
+      py::arg("max_chunk_bytes") = defaults.max_chunk_bytes);
   module.def("load_sharded", &load_sharded, py::arg("path"), py::arg("into"), py::arg("verify") = true);
   module.def("load_dcp", &load_dcp, py::arg("path"), py::arg("verify") = true, py::arg("keys") = py::none());
   module.def("load_dcp_entries", &load_dcp_entries, py::arg("path"), py::arg("fqns"), py::arg("verify") = true);
