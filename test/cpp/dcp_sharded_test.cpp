@@ -7,10 +7,12 @@
 #include <torch_ext/dcp_sharded.h>
 #include <torch_ext/local_shards.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <future>
 #include <optional>
 #include <string>
@@ -80,6 +82,65 @@ c10::intrusive_ptr<c10d::Store> tcp_store() {
   options.timeout = kWaitLimit;
   return c10::make_intrusive<c10d::TCPStore>("127.0.0.1", options);
 }
+
+// A store that forwards to `inner` and counts the calls made on it and on
+// its clones (the exchange's connection).
+class CountsCalls : public c10d::Store {
+ public:
+  CountsCalls(c10::intrusive_ptr<c10d::Store> inner, std::shared_ptr<std::atomic<int64_t>> calls)
+      : inner_(std::move(inner)), calls_(std::move(calls)) {}
+
+  int64_t calls() const {
+    return *calls_;
+  }
+
+  c10::intrusive_ptr<c10d::Store> clone() override {
+    return c10::make_intrusive<CountsCalls>(inner_, calls_);
+  }
+  void set(const std::string& key, const std::vector<uint8_t>& value) override {
+    ++*calls_;
+    inner_->set(key, value);
+  }
+  std::vector<uint8_t> compareSet(
+      const std::string& key,
+      const std::vector<uint8_t>& current,
+      const std::vector<uint8_t>& desired) override {
+    ++*calls_;
+    return inner_->compareSet(key, current, desired);
+  }
+  std::vector<uint8_t> get(const std::string& key) override {
+    ++*calls_;
+    return inner_->get(key);
+  }
+  int64_t add(const std::string& key, int64_t value) override {
+    ++*calls_;
+    return inner_->add(key, value);
+  }
+  bool deleteKey(const std::string& key) override {
+    ++*calls_;
+    return inner_->deleteKey(key);
+  }
+  bool check(const std::vector<std::string>& keys) override {
+    ++*calls_;
+    return inner_->check(keys);
+  }
+  int64_t getNumKeys() override {
+    ++*calls_;
+    return inner_->getNumKeys();
+  }
+  void wait(const std::vector<std::string>& keys) override {
+    ++*calls_;
+    inner_->wait(keys);
+  }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+    ++*calls_;
+    inner_->wait(keys, timeout);
+  }
+
+ private:
+  c10::intrusive_ptr<c10d::Store> inner_;
+  std::shared_ptr<std::atomic<int64_t>> calls_;
+};
 
 // Runs `body(rank)` on `world_size` threads at once; what each threw.
 std::vector<Failure> on_ranks(int64_t world_size, const std::function<void(int64_t)>& body) {
@@ -311,6 +372,63 @@ TEST_P(DcpShardedTest, ARankThatFailsItsWriteMakesNoRankCommit) {
   }
   // The previous commit went before any rank wrote.
   EXPECT_FALSE(fs::exists(fs::path(folder) / ".metadata"));
+}
+
+TEST_P(DcpShardedTest, ARankThatCannotPlanOrDoesNotComeFailsEveryRank) {
+  const std::string folder = path("ckpt");
+  auto good = new_dict();
+  good.insert("w", at::zeros({2}));
+  auto bad = new_dict();
+  bad.insert("w", at::zeros({2}));
+  bad.insert("future", c10::make_intrusive<c10::ivalue::Future>(c10::IntType::get()));
+  for (const Failure& failure : save(folder, {good, good, bad})) {
+    EXPECT_TRUE(contains(failure, "rank 2: ") && contains(failure, "'future'")) << failure.value_or("no error");
+  }
+  // Rank 1 never comes: rank 0 names it, and no rank waits past the timeout.
+  const auto store = c10::make_intrusive<c10d::HashStore>();
+  const std::vector<Failure> failures = on_ranks(1, [&](int64_t rank) {
+    torch_ext::dcp::save_sharded(folder, good, SaveRanks{store, rank, 2, std::chrono::milliseconds(200)});
+  });
+  EXPECT_TRUE(contains(failures[0], "rank(s) 1 did not send their plan within 200 ms")) << failures[0].value_or("no error");
+  EXPECT_FALSE(fs::exists(fs::path(folder) / ".metadata"));
+}
+
+TEST(DcpShardedStoreTest, EachRankButZeroMakesAConstantNumberOfStoreCalls) {
+  // Store calls of ranks 1 to 3 for a save of `items` parts each.
+  const auto follower_calls = [](int64_t items) {
+    const auto inner = c10::make_intrusive<c10d::HashStore>();
+    std::vector<c10::intrusive_ptr<CountsCalls>> stores;
+    for (int64_t rank = 0; rank < 4; ++rank) {
+      stores.push_back(c10::make_intrusive<CountsCalls>(inner, std::make_shared<std::atomic<int64_t>>(0)));
+    }
+    const std::string folder =
+        (fs::temp_directory_path() / ("torch_ext_test.store_calls." + std::to_string(::getpid()) + "." + std::to_string(items)))
+            .string();
+    const std::vector<Failure> failures = on_ranks(4, [&](int64_t rank) {
+      auto state = new_dict();
+      for (int64_t i = 0; i < items; ++i) {
+        state.insert("w" + std::to_string(i), torch_ext::make_local_shards({Shard{at::zeros({1, 2}), {rank, 0}}}, {4, 2}));
+      }
+      state.insert("step", int64_t{1});
+      torch_ext::DcpWriteOptions options;
+      options.sync = false;
+      torch_ext::dcp::save_sharded(folder, state, SaveRanks{stores[rank], rank, 4, std::chrono::seconds(60)}, options);
+    });
+    fs::remove_all(folder);
+    std::vector<int64_t> calls;
+    for (size_t rank = 0; rank < 4; ++rank) {
+      EXPECT_FALSE(failures[rank]) << failures[rank].value_or("");
+      if (rank > 0) {
+        calls.push_back(stores[rank]->calls());
+      }
+    }
+    return calls;
+  };
+  const std::vector<int64_t> few = follower_calls(1);
+  EXPECT_EQ(follower_calls(200), few);
+  for (const int64_t calls : few) {
+    EXPECT_LE(calls, 8);
+  }
 }
 
 TEST_P(DcpShardedTest, AReshardReadsOnlyTheRowsEachRankOwns) {
