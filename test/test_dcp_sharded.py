@@ -57,6 +57,9 @@ def test_local_shards_from_python_in_one_process(tmp_path):
     into = torch.full((3, 4), -1.0)
     torch_ext.dcp.load_sharded(folder, {"w": torch_ext.dcp.local_shards([(into, (1, 0))], (5, 4))})
     assert torch.equal(into, whole[1:4])
+    parameter = torch.nn.Parameter(torch.zeros(5, 4))  # a leaf that requires grad, written in place
+    torch_ext.dcp.load_sharded(folder, {"w": parameter})
+    assert torch.equal(parameter.detach(), whole) and parameter.requires_grad
 
     with pytest.raises(ValueError, match="entry 'w' has parts .* hold 8 elements of its 20"):
         torch_ext.dcp.save_sharded({"w": torch_ext.dcp.local_shards(parts[:1], whole.shape)}, tmp_path / "gap")

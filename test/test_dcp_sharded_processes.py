@@ -34,8 +34,10 @@ RANK = textwrap.dedent("""
     results = {}
     for reader in ("upstream", "torch_ext"):
         target = state(other)
-        for tensor in target["model"].values():
-            tensor.to_local().fill_(-1)
+        with torch.no_grad():
+            for tensor in target["model"].values():
+                tensor.requires_grad_()  # as parameters are: loaded in place all the same
+                tensor.to_local().fill_(-1)
         if reader == "upstream":
             dcp.load(target, checkpoint_id=folder)
         else:

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 
 #include "item_reader.h"
@@ -285,6 +286,8 @@ void CheckpointReader::read_region_into(
       source.sizes(),
       ", got ",
       destination.sizes());
+  // A load writes parameters (leaves that require grad) in place.
+  const c10::NoGradGuard no_grad;
   // Touches only the pages between the region's first and last element.
   destination.copy_(source);
   if (!impl_->compressed(item) && !impl_->verifies()) {
