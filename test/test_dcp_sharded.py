@@ -39,7 +39,11 @@ def test_upstream_reads_a_four_rank_cpp_save_bitwise(tmp_path, cpp_build):
     assert_bitwise_equal(dict(target["model"]), dict(expected["model"]))
     assert_bitwise_equal(target["extra"], expected["extra"])
     assert_bitwise_equal(target["optim"]["param_groups"], expected["optim"]["param_groups"])
-    assert_bitwise_equal({str(k): v for k, v in target["optim"]["state"].items()}, {str(k): v for k, v in expected["optim"]["state"].items()})
+    # dcp.load keeps the target's keys: the optimizer's int keys were str() in the file.
+    assert_bitwise_equal(
+        {str(k): v for k, v in target["optim"]["state"].items()},
+        {str(k): v for k, v in expected["optim"]["state"].items()},
+    )
     assert target["step"] == expected["step"]
 
     whole = upstream_full_state(folder, tmp_path)

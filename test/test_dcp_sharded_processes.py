@@ -1,6 +1,7 @@
 """torch_ext.dcp.save_sharded under torchrun (2 gloo ranks on loopback):
 DTensors saved from their local shards, read back by upstream's dcp.load
-and by torch_ext.dcp.load_sharded into DTensors of another layout."""
+and by torch_ext.dcp.load_sharded into DTensors of another layout, and
+upstream's dcp.save of them read by load_sharded."""
 
 import json
 import os
@@ -28,11 +29,13 @@ RANK = textwrap.dedent("""
         sd = {name: distribute_tensor(full[name], mesh, [placement]) for name, placement in layout.items()}
         return {"model": sd, "step": 5}
 
-    torch_ext.dcp.save_sharded(state({"w": Shard(0), "c": Shard(1), "b": Replicate()}), folder)
+    saved = {"w": Shard(0), "c": Shard(1), "b": Replicate()}
+    torch_ext.dcp.save_sharded(state(saved), folder)
+    dcp.save(state(saved), checkpoint_id=folder + "_upstream")  # what torch_ext reads too
     dist.barrier()
     other = {"w": Shard(1), "c": Shard(0), "b": Replicate()}
     results = {}
-    for reader in ("upstream", "torch_ext"):
+    for reader in ("upstream", "torch_ext", "torch_ext of upstream's"):
         target = state(other)
         with torch.no_grad():
             for tensor in target["model"].values():
@@ -40,8 +43,10 @@ RANK = textwrap.dedent("""
                 tensor.to_local().fill_(-1)
         if reader == "upstream":
             dcp.load(target, checkpoint_id=folder)
-        else:
+        elif reader == "torch_ext":
             torch_ext.dcp.load_sharded(folder, target)
+        else:
+            torch_ext.dcp.load_sharded(folder + "_upstream", target)
         results[reader] = {name: torch.equal(t.full_tensor(), full[name]) for name, t in target["model"].items()}
     with open(os.path.join(out, f"rank_{rank}.json"), "w") as f:
         json.dump(results, f)
@@ -67,5 +72,6 @@ def test_dtensors_saved_by_two_ranks_load_into_another_layout(tmp_path):
     expected = {"w": True, "c": True, "b": True}
     for rank in range(2):
         results = json.loads((out / f"rank_{rank}.json").read_text())
-        assert results == {"upstream": expected, "torch_ext": expected}, f"rank {rank}"
+        readers = ("upstream", "torch_ext", "torch_ext of upstream's")
+        assert results == {reader: expected for reader in readers}, f"rank {rank}"
     assert sorted(p.name for p in folder.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
