@@ -469,6 +469,17 @@ TEST_P(DcpShardedTest, AReshardReadsOnlyTheRowsEachRankOwns) {
   EXPECT_GE(reader.bytes_read(), part.nbytes() * 3 / 2);
 }
 
+// {"names": [tensor, text]}: a list that holds a tensor, which flattens
+// by index.
+c10::IValue extra(const at::Tensor& tensor, const std::string& text) {
+  c10::impl::GenericList names(c10::AnyType::get());
+  names.push_back(tensor);
+  names.push_back(text);
+  auto dict = new_dict();
+  dict.insert("names", names);
+  return dict;
+}
+
 TEST_P(DcpShardedTest, LoadsIntoAnyLayout) {
   const at::Tensor whole = at::randn({9, 10});
   std::vector<c10::IValue> states;
@@ -479,6 +490,7 @@ TEST_P(DcpShardedTest, LoadsIntoAnyLayout) {
     auto state = new_dict();
     state.insert("w", torch_ext::make_local_shards({Shard{box(whole, {0, column}, {9, width}), {0, column}}}, {9, 10}));
     state.insert("step", int64_t{7});
+    state.insert("extra", extra(at::arange(3), "saved"));
     states.push_back(state);
   }
   const std::string folder = path("ckpt");
@@ -501,7 +513,12 @@ TEST_P(DcpShardedTest, LoadsIntoAnyLayout) {
     auto into = new_dict();
     into.insert("w", torch_ext::make_local_shards(parts, {9, 10}));
     into.insert("step", int64_t{0});
+    const at::Tensor names_0 = at::zeros({3}, at::kLong);
+    into.insert("extra", extra(names_0, "target's"));
     torch_ext::dcp::load_sharded(folder, into);
+    const auto names = into.at("extra").toGenericDict().at("names").toList();
+    EXPECT_TRUE(at::equal(names_0, at::arange(3)));
+    EXPECT_EQ(names.get(1).toStringRef(), "saved");
     for (size_t i = 0; i < parts.size(); ++i) {
       EXPECT_TRUE(at::equal(parts[i].tensor, box(whole, parts[i].offsets, parts[i].tensor.sizes().vec())))
           << "box " << c10::IntArrayRef(layout[i]);

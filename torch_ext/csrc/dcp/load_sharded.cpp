@@ -22,7 +22,8 @@ namespace {
 
 using detail::dcp::FlatEntry;
 
-struct TakesAnyTensor : detail::TensorVisitor {
+// Takes what a target may hold: tensors and LocalShards (on any device).
+struct CheckTarget : detail::TensorVisitor {
   void tensor(const at::Tensor& /*tensor*/) {}
   void shards(const LocalShards& /*shards*/) {}
   detail::KeyPath path;
@@ -62,41 +63,43 @@ void add_reads(const std::string& fqn, const TensorEntry& entry, const TargetBox
   }
 }
 
-// Puts `value` where `path` leads in `root`, whose dicts and lists the
-// caller shares: a dict step names the key that prints as it.
+// The key of `dict` that prints as the path step `step`.
+c10::IValue key_at(const c10::IValue& dict, const PathItem& step) {
+  const std::string& name = std::get<std::string>(step);
+  for (const auto& entry : dict.toGenericDict()) {
+    if (detail::key_text(entry.key()) == name) {
+      return entry.key();
+    }
+  }
+  TORCH_INTERNAL_ASSERT(false, "no key '", name, "' where flatten_state_dict found one");
+}
+
+c10::IValue child_at(const c10::IValue& container, const PathItem& step) {
+  if (container.isGenericDict()) {
+    return container.toGenericDict().at(key_at(container, step));
+  }
+  return container.toList().get(static_cast<size_t>(std::get<int64_t>(step)));
+}
+
+// Puts `value` where `path` (flatten_state_dict's, of `root`) leads in
+// `root`, whose dicts and lists the caller shares: a dict step names the key
+// that prints as it.
 void replace_at(const c10::IValue& root, const ObjectPath& path, c10::IValue value) {
   c10::IValue container = root;
-  for (size_t i = 0; i < path.size(); ++i) {
-    const bool last = i + 1 == path.size();
-    if (container.isGenericDict()) {
-      c10::impl::GenericDict dict = container.toGenericDict();
-      const std::string& name = std::get<std::string>(path[i]);
-      for (const auto& entry : dict) {
-        if (detail::key_text(entry.key()) == name) {
-          if (last) {
-            dict.insert_or_assign(entry.key(), std::move(value));
-            return;
-          }
-          container = entry.value();
-          break;
-        }
-      }
-    } else {
-      c10::impl::GenericList list = container.toList();
-      const auto index = static_cast<size_t>(std::get<int64_t>(path[i]));
-      if (last) {
-        list.set(index, std::move(value));
-        return;
-      }
-      container = list.get(index);
-    }
+  for (size_t i = 0; i + 1 < path.size(); ++i) {
+    container = child_at(container, path[i]);
+  }
+  if (container.isGenericDict()) {
+    container.toGenericDict().insert_or_assign(key_at(container, path.back()), std::move(value));
+  } else {
+    container.toList().set(static_cast<size_t>(std::get<int64_t>(path.back())), std::move(value));
   }
 }
 
 } // namespace
 
 void load_sharded(const CheckpointReader& reader, const c10::IValue& into) {
-  TakesAnyTensor check;
+  CheckTarget check;
   detail::visit_state(into, check, check.path);
   std::unordered_map<std::string, const Entry*> saved;
   for (const auto& [fqn, entry] : reader.metadata().state_dict_metadata) {
