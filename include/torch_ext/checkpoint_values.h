@@ -27,10 +27,12 @@ enum class ValueKind : uint8_t {
   Size, // a tuple of ints marked as torch.Size (make_size)
   Dict, // keys: str, int, float or bool; in insertion order
   OrderedDict, // a dict marked as collections.OrderedDict (mark_ordered_dict)
+  LocalShards, // a rank's parts of a larger tensor (<torch_ext/local_shards.h>):
+               // only sharded DCP saves hold it, every other save refuses it
 };
 
-// The kind of `value`, or nullopt if a checkpoint cannot hold it (a custom
-// class, a future, a complex scalar, a sparse tensor, ...).
+// The kind of `value`, or nullopt if a checkpoint cannot hold it (another
+// custom class, a future, a complex scalar, a sparse tensor, ...).
 TORCH_EXT_API std::optional<ValueKind> value_kind(const c10::IValue& value);
 
 // Whether `key` may key a dict of a checkpoint: str, int, float or bool.

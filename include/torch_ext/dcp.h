@@ -44,6 +44,12 @@ struct DcpWriteOptions {
   // last, but a crash of the machine may lose them (FileSystemWriter's
   // sync_files=False).
   bool sync = true;
+  // dcp::save_sharded only: a part (or a plain tensor) of more bytes is
+  // saved as several chunks of whole rows (dim 0) of at most this many
+  // bytes each (at least one row), so that a resharding load, which
+  // verifies every saved item it reads from whole, reads at most that much
+  // past each end of the rows it needs. 0: one chunk per part, as upstream.
+  int64_t max_chunk_bytes = int64_t{64} << 20;
 };
 
 // Reads the DCP checkpoint in the folder `path` in one process, as
@@ -327,6 +333,13 @@ class TORCH_EXT_API CheckpointReader {
   // An item's torch.save archive, decompressed and verified, for a caller
   // that unpickles it itself (Python's dcp.load).
   std::string read_serialized(const ItemIndex& index) const;
+
+  // The bytes this reader has read of its files so far: each item
+  // verified (whole, once) or decompressed (each time); without `verify`,
+  // each region of an uncompressed item from its first to its last
+  // element; each chunk that read_tensor gives. What a test of a resharding load compares with the
+  // bytes a rank owns.
+  uint64_t bytes_read() const;
 
  private:
   class Impl;

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include <ATen/ATen.h>
+#include <c10/core/GradMode.h>
 #include <c10/util/Exception.h>
 
 #include "item_reader.h"
@@ -37,6 +38,18 @@ std::string offsets_text(const std::optional<std::vector<int64_t>>& offsets) {
     text += (i == 0 ? "" : ", ") + std::to_string((*offsets)[i]);
   }
   return text + ")";
+}
+
+// The bytes from the first to the last element of `tensor` (a view).
+uint64_t span_bytes(const at::Tensor& tensor) {
+  if (tensor.numel() == 0) {
+    return 0;
+  }
+  int64_t extent = 1;
+  for (int64_t d = 0; d < tensor.dim(); ++d) {
+    extent += (tensor.size(d) - 1) * tensor.stride(d);
+  }
+  return static_cast<uint64_t>(extent) * tensor.element_size();
 }
 
 } // namespace
@@ -103,7 +116,10 @@ class CheckpointReader::Impl {
       if (reader->compressed()) {
         reader->verify();
       } else {
-        std::call_once(cached.verified, [&] { reader->verify(); });
+        std::call_once(cached.verified, [&] {
+          reader->verify();
+          count_read(metadata_.storage_data[item].second.length);
+        });
       }
     }
     return reader;
@@ -141,6 +157,19 @@ class CheckpointReader::Impl {
     return open(item)->serialized();
   }
 
+  void count_read(uint64_t bytes) const {
+    bytes_read_ += bytes;
+  }
+  uint64_t bytes_read() const {
+    return bytes_read_;
+  }
+  bool verifies() const {
+    return verify_;
+  }
+  bool compressed(size_t item) const {
+    return !metadata_.storage_data[item].second.transform_descriptors.empty();
+  }
+
   const Chunk& chunk_of(const TensorEntry& entry, const ItemIndex& index) const {
     for (const Chunk& chunk : entry.chunks) {
       if (index.offset && chunk.offsets == *index.offset) {
@@ -165,7 +194,11 @@ class CheckpointReader::Impl {
     if (const auto* entry = std::get_if<TensorEntry>(&entry_of(item))) {
       limit = detail::dcp::chunk_bytes(*entry, chunk_of(*entry, index)) + kArchiveOverhead;
     }
-    return std::make_shared<const ItemReader>(file(location.relative_path), location, what, limit);
+    auto reader = std::make_shared<const ItemReader>(file(location.relative_path), location, what, limit);
+    if (reader->compressed()) {
+      count_read(location.length); // decompressed whole
+    }
+    return reader;
   }
 
   std::shared_ptr<const detail::MappedFile> file(const std::string& relative_path) const {
@@ -179,6 +212,7 @@ class CheckpointReader::Impl {
 
   const std::string folder_;
   const bool verify_;
+  mutable std::atomic<uint64_t> bytes_read_{0};
   const Metadata metadata_;
   std::unordered_map<std::string, size_t> entries_;
   std::map<std::pair<std::string, std::optional<std::vector<int64_t>>>, size_t> items_;
@@ -205,7 +239,12 @@ const ItemLocation& CheckpointReader::location(const ItemIndex& index) const {
 }
 
 at::Tensor CheckpointReader::read_tensor(const ItemIndex& index) const {
-  return impl_->tensor(impl_->item(index));
+  const size_t item = impl_->item(index);
+  at::Tensor tensor = impl_->tensor(item);
+  if (!impl_->compressed(item) && !impl_->verifies()) {
+    impl_->count_read(tensor.nbytes());
+  }
+  return tensor;
 }
 
 void CheckpointReader::read_region_into(
@@ -247,8 +286,13 @@ void CheckpointReader::read_region_into(
       source.sizes(),
       ", got ",
       destination.sizes());
+  // A load writes parameters (leaves that require grad) in place.
+  const c10::NoGradGuard no_grad;
   // Touches only the pages between the region's first and last element.
   destination.copy_(source);
+  if (!impl_->compressed(item) && !impl_->verifies()) {
+    impl_->count_read(span_bytes(source)); // else counted whole, when verified
+  }
 }
 
 void CheckpointReader::read_regions_into(const std::vector<RegionRead>& reads) const {
@@ -310,6 +354,10 @@ c10::IValue CheckpointReader::read_object(const ItemIndex& index) const {
 
 std::string CheckpointReader::read_serialized(const ItemIndex& index) const {
   return impl_->serialized(impl_->item(index));
+}
+
+uint64_t CheckpointReader::bytes_read() const {
+  return impl_->bytes_read();
 }
 
 } // namespace torch_ext::dcp

@@ -5,6 +5,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <torch_ext/local_shards.h>
+
 #include "torch_ext/csrc/state/state_value.h"
 
 namespace torch_ext::detail::dcp {
@@ -12,7 +14,8 @@ namespace {
 
 using torch_ext::dcp::PathItem;
 
-// _is_terminal of upstream's traverse_state_dict.
+// _is_terminal of upstream's traverse_state_dict (a LocalShards is a
+// tensor there, as a DTensor is).
 bool is_terminal(const c10::IValue& value) {
   if (value.isGenericDict()) {
     return false;
@@ -21,7 +24,7 @@ bool is_terminal(const c10::IValue& value) {
     return true;
   }
   for (const c10::IValue& item : value.toListRef()) {
-    if (item.isGenericDict() || item.isTensor() || (item.isList() && !is_terminal(item))) {
+    if (item.isGenericDict() || item.isTensor() || as_local_shards(item) || (item.isList() && !is_terminal(item))) {
       return false;
     }
   }

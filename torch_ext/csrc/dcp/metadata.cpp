@@ -99,19 +99,16 @@ void check_metadata(const Metadata& metadata, const std::string& folder) {
   }
 }
 
-void check_tiling(const TensorEntry& entry, const std::string& fqn, const std::string& folder) {
-  const auto fail = [&](const std::string& what) {
-    TORCH_CHECK(false, "the DCP checkpoint '", folder, "' cannot give entry '", fqn, "' whole: its chunks ", what);
-  };
+std::optional<std::string> tiling_problem(const TensorEntry& entry) {
   uint64_t covered = 0;
   for (const Chunk& chunk : entry.chunks) {
     covered += *product(chunk.sizes, 1);
   }
   if (covered != *product(entry.size, 1)) {
-    fail("hold " + std::to_string(covered) + " elements of its " + std::to_string(*product(entry.size, 1)));
+    return "hold " + std::to_string(covered) + " elements of its " + std::to_string(*product(entry.size, 1));
   }
   if (entry.size.empty() || entry.chunks.size() < 2) {
-    return;
+    return std::nullopt;
   }
   // A sweep along dim 0, as upstream validates a save plan: only chunks
   // whose rows meet are compared.
@@ -130,11 +127,18 @@ void check_tiling(const TensorEntry& entry, const std::string& fqn, const std::s
         active.end());
     for (const Chunk* other : active) {
       if (overlap(*chunk, *other) && *product(chunk->sizes, 1) > 0 && *product(other->sizes, 1) > 0) {
-        fail("overlap at the offsets " + c10::str(c10::IntArrayRef(chunk->offsets)) + " and " +
-             c10::str(c10::IntArrayRef(other->offsets)));
+        return "overlap at the offsets " + c10::str(c10::IntArrayRef(other->offsets)) + " and " +
+            c10::str(c10::IntArrayRef(chunk->offsets));
       }
     }
     active.push_back(chunk);
+  }
+  return std::nullopt;
+}
+
+void check_tiling(const TensorEntry& entry, const std::string& fqn, const std::string& folder) {
+  if (const std::optional<std::string> problem = tiling_problem(entry)) {
+    TORCH_CHECK(false, "the DCP checkpoint '", folder, "' cannot give entry '", fqn, "' whole: its chunks ", *problem);
   }
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include <torch_ext/dcp.h>
@@ -12,6 +13,10 @@ namespace torch_ext::detail::dcp {
 // whose bytes fit int64, one item for every chunk and non-tensor entry (and
 // none for anything else), data files in the folder itself.
 void check_metadata(const torch_ext::dcp::Metadata& metadata, const std::string& folder);
+
+// What keeps the chunks of `entry` (inside its tensor) from covering it
+// exactly once ("overlap at the offsets ..."), or nullopt when they do.
+std::optional<std::string> tiling_problem(const torch_ext::dcp::TensorEntry& entry);
 
 // Throws, naming `folder` and the key, unless the chunks of `entry` cover
 // its tensor exactly once (what a whole read of it needs).

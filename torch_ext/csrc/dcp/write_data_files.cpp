@@ -73,6 +73,8 @@ void check_write_options(const DcpWriteOptions& options) {
       kMaxThreads,
       "], got ",
       options.thread_count);
+  TORCH_CHECK_VALUE(
+      options.max_chunk_bytes >= 0, "a DCP save expected a max_chunk_bytes of 0 or more, got ", options.max_chunk_bytes);
 }
 
 std::vector<WriteResult> write_data_files(

@@ -12,7 +12,7 @@
 namespace torch_ext::detail {
 namespace {
 
-constexpr const char* kPrefix = "torch_ext/checkpoint_manager/";
+constexpr const char* kPrefix = "torch_ext/";
 // Values: a rank's report, the decision, the outcome.
 constexpr const char* kWrote = "wrote";
 constexpr const char* kFailed = "failed:";
@@ -36,13 +36,15 @@ std::string after(const std::string& text, const std::string& prefix) {
   return text.substr(prefix.size());
 }
 
-void run_discard(const std::function<void()>& discard) {
+void run_discard(const std::function<void()>& discard, const std::string& who) {
   try {
     discard();
   } catch (...) {
-    LOG(WARNING) << "CheckpointManager: could not remove a failed save's files: " << message_of(std::current_exception());
+    LOG(WARNING) << who << ": could not remove a failed save's files: " << message_of(std::current_exception());
   }
 }
+
+constexpr const char* kAnswer = "answer:";
 
 } // namespace
 
@@ -50,11 +52,14 @@ RankExchange::RankExchange(
     c10::intrusive_ptr<c10d::Store> store,
     int64_t rank,
     int64_t world_size,
-    std::chrono::milliseconds timeout)
-    : rank_(rank), world_size_(world_size), timeout_(timeout) {
+    std::chrono::milliseconds timeout,
+    std::string name,
+    std::string who)
+    : rank_(rank), world_size_(world_size), timeout_(timeout), who_(std::move(who)) {
   TORCH_CHECK_VALUE(
       store || world_size_ == 1,
-      "CheckpointManager expected a c10d store for world_size ",
+      who_,
+      " expected a c10d store for world_size ",
       world_size_,
       " (the job's, e.g. torch.distributed's default store), got none");
   if (store) {
@@ -66,8 +71,9 @@ RankExchange::RankExchange(
     } catch (...) {
       store_ = std::move(store); // a store that cannot clone itself (a Python one)
     }
-    const int64_t constructed = store_->add(std::string(kPrefix) + "instances", 1);
-    prefix_ = kPrefix + std::to_string((constructed - 1) / world_size_) + "/";
+    const std::string prefix = kPrefix + name + "/";
+    const int64_t constructed = store_->add(prefix + "instances", 1);
+    prefix_ = prefix + std::to_string((constructed - 1) / world_size_) + "/";
   }
 }
 
@@ -89,7 +95,8 @@ void RankExchange::start_together(const std::string& what) {
   } catch (...) {
     TORCH_CHECK(
         false,
-        "CheckpointManager: rank ",
+        who_,
+        ": rank ",
         rank_,
         " waited ",
         timeout_.count(),
@@ -105,21 +112,31 @@ RankExchange::Outcome RankExchange::agree(
     const std::optional<std::string>& error,
     const std::function<void()>& commit,
     const std::function<void()>& discard) {
+  return agree(sequence, error, "", [&commit](const std::vector<std::string>& /*reports*/) { commit(); }, discard);
+}
+
+RankExchange::Outcome RankExchange::agree(
+    int64_t sequence,
+    const std::optional<std::string>& error,
+    const std::string& report,
+    const std::function<void(const std::vector<std::string>& reports)>& commit,
+    const std::function<void()>& discard) {
   if (!store_) {
     if (error) {
-      run_discard(discard);
+      run_discard(discard, who_);
       return {error};
     }
     try {
-      commit();
+      commit({report});
     } catch (...) {
-      run_discard(discard);
+      run_discard(discard, who_);
       return {"rank 0 could not commit it: " + message_of(std::current_exception())};
     }
     return {};
   }
   try {
-    return rank_ == 0 ? agree_as_leader(sequence, error, commit, discard) : agree_as_follower(sequence, error);
+    return rank_ == 0 ? agree_as_leader(sequence, error, report, commit, discard)
+                      : agree_as_follower(sequence, error, report);
   } catch (...) {
     return {"rank " + std::to_string(rank_) + " could not use the store: " + message_of(std::current_exception())};
   }
@@ -128,8 +145,10 @@ RankExchange::Outcome RankExchange::agree(
 RankExchange::Outcome RankExchange::agree_as_leader(
     int64_t sequence,
     const std::optional<std::string>& error,
-    const std::function<void()>& commit,
+    const std::string& report,
+    const std::function<void(const std::vector<std::string>&)>& commit,
     const std::function<void()>& discard) {
+  std::vector<std::string> written{report};
   std::vector<std::string> reports;
   for (int64_t rank = 1; rank < world_size_; ++rank) {
     reports.push_back(key(sequence, "report/" + std::to_string(rank)));
@@ -158,10 +177,11 @@ RankExchange::Outcome RankExchange::agree_as_leader(
   }
   if (everyone_reported) {
     for (int64_t rank = 1; rank < world_size_; ++rank) {
-      const std::string report = text(store_->get(reports[rank - 1]));
-      if (starts_with(report, kFailed)) {
-        add_failure(after(report, kFailed));
+      std::string reported = text(store_->get(reports[rank - 1]));
+      if (starts_with(reported, kFailed)) {
+        add_failure(after(reported, kFailed));
       }
+      written.push_back(after(reported, kWrote));
     }
     // Every rank is past the earlier rounds.
     forget_rounds_before(sequence);
@@ -174,10 +194,10 @@ RankExchange::Outcome RankExchange::agree_as_leader(
     }
     std::optional<std::string> failure;
     try {
-      commit();
+      commit(written);
     } catch (...) {
       failure = "rank 0 could not commit it: " + message_of(std::current_exception());
-      run_discard(discard);
+      run_discard(discard, who_);
     }
     store_->set(key(sequence, "outcome"), bytes(failure ? kFailed + *failure : std::string(kCommitted)));
     return {failure};
@@ -188,15 +208,18 @@ RankExchange::Outcome RankExchange::agree_as_leader(
     // No rank has the outcome yet, so none writes its next save meanwhile;
     // a rank that timed out may still be writing this one.
     if (everyone_reported) {
-      run_discard(discard);
+      run_discard(discard, who_);
     }
     store_->set(key(sequence, "outcome"), bytes(kFailed + failures));
   }
   return {after(decision, kAbort)};
 }
 
-RankExchange::Outcome RankExchange::agree_as_follower(int64_t sequence, const std::optional<std::string>& error) {
-  store_->set(key(sequence, "report/" + std::to_string(rank_)), bytes(error ? kFailed + *error : std::string(kWrote)));
+RankExchange::Outcome RankExchange::agree_as_follower(
+    int64_t sequence,
+    const std::optional<std::string>& error,
+    const std::string& report) {
+  store_->set(key(sequence, "report/" + std::to_string(rank_)), bytes(error ? kFailed + *error : kWrote + report));
   const std::string outcome_key = key(sequence, "outcome");
   auto wait_for_outcome = [&]() -> std::optional<std::string> {
     try {
@@ -230,6 +253,85 @@ RankExchange::Outcome RankExchange::agree_as_follower(int64_t sequence, const st
     return {};
   }
   return {after(*outcome, kFailed)};
+}
+
+void RankExchange::wait_for_ranks(int64_t sequence, const std::string& what) {
+  std::vector<std::string> keys;
+  for (int64_t rank = 1; rank < world_size_; ++rank) {
+    keys.push_back(key(sequence, what + "/" + std::to_string(rank)));
+  }
+  if (keys.empty()) {
+    return;
+  }
+  try {
+    store_->wait(keys, timeout_);
+  } catch (...) {
+    const std::string cause = message_of(std::current_exception());
+    std::string missing;
+    for (int64_t rank = 1; rank < world_size_; ++rank) {
+      if (!store_->check({keys[rank - 1]})) {
+        missing += (missing.empty() ? "" : ", ") + std::to_string(rank);
+      }
+    }
+    TORCH_CHECK(
+        false,
+        "rank(s) ",
+        missing.empty() ? std::string("?") : missing,
+        " did not send their ",
+        what,
+        " within ",
+        timeout_.count(),
+        " ms (the timeout): ",
+        cause);
+  }
+}
+
+std::string RankExchange::gather_and_answer(
+    int64_t sequence,
+    const std::string& plan,
+    const std::function<std::vector<std::string>(const std::vector<std::string>& plans)>& answer) {
+  if (!store_) {
+    return answer({plan}).at(0);
+  }
+  const auto answer_key = [&](int64_t rank) { return key(sequence, "answer/" + std::to_string(rank)); };
+  if (rank_ != 0) {
+    store_->set(key(sequence, "plan/" + std::to_string(rank_)), bytes(plan));
+    try {
+      store_->wait({answer_key(rank_)}, timeout_);
+    } catch (...) {
+      TORCH_CHECK(
+          false,
+          "rank ",
+          rank_,
+          " waited ",
+          timeout_.count(),
+          " ms (the timeout) for rank 0's answer to every rank's plan: ",
+          message_of(std::current_exception()));
+    }
+    const std::string answered = text(store_->get(answer_key(rank_)));
+    TORCH_CHECK(starts_with(answered, kAnswer), after(answered, kAbort));
+    return after(answered, kAnswer);
+  }
+  std::vector<std::string> answers;
+  try {
+    wait_for_ranks(sequence, "plan");
+    std::vector<std::string> plans{plan};
+    for (int64_t rank = 1; rank < world_size_; ++rank) {
+      plans.push_back(text(store_->get(key(sequence, "plan/" + std::to_string(rank)))));
+    }
+    answers = answer(plans);
+    TORCH_INTERNAL_ASSERT(answers.size() == static_cast<size_t>(world_size_));
+  } catch (...) {
+    const std::string why = message_of(std::current_exception());
+    for (int64_t rank = 1; rank < world_size_; ++rank) {
+      store_->set(answer_key(rank), bytes(kAbort + why));
+    }
+    throw;
+  }
+  for (int64_t rank = 1; rank < world_size_; ++rank) {
+    store_->set(answer_key(rank), bytes(kAnswer + answers[rank]));
+  }
+  return answers[0];
 }
 
 std::string RankExchange::decide(int64_t sequence, const std::string& decision) {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <torch_ext/export.h>
 
@@ -17,10 +18,10 @@ namespace torch_ext::detail {
 // commits only if every rank did, and every rank learns the one outcome.
 // Without a store (one rank) the same decisions are taken locally.
 //
-// Keys live under `torch_ext/checkpoint_manager/<instance>/`, where the
-// instance counts the managers the ranks constructed, so that the managers
-// of one job (or a manager made again after another) never read each
-// other's keys. Saves are numbered by a sequence that every rank advances
+// Keys live under `torch_ext/<name>/<instance>/`, where the instance counts
+// the exchanges of that name the ranks constructed, so that the managers of
+// one job (or a manager made again after another) never read each other's
+// keys. `who` names the user in errors ("CheckpointManager"). Saves are numbered by a sequence that every rank advances
 // once per save, so that a step saved again after a failure is a new round.
 class TORCH_EXT_API RankExchange {
  public:
@@ -29,7 +30,20 @@ class TORCH_EXT_API RankExchange {
       c10::intrusive_ptr<c10d::Store> store,
       int64_t rank,
       int64_t world_size,
-      std::chrono::milliseconds timeout);
+      std::chrono::milliseconds timeout,
+      std::string name = "checkpoint_manager",
+      std::string who = "CheckpointManager");
+
+  // Before a round's writes: every rank sends `plan` to rank 0, whose
+  // `answer` (given every rank's plan, in rank order) returns an answer
+  // for each rank; every rank returns its own. Each rank other than 0 makes
+  // three store calls. If `answer` throws, or a plan or the answers do not
+  // come within the timeout, every rank throws, with why (naming the ranks
+  // waited for).
+  std::string gather_and_answer(
+      int64_t sequence,
+      const std::string& plan,
+      const std::function<std::vector<std::string>(const std::vector<std::string>& plans)>& answer);
 
   // Rank 0: its start-up work is over. Other ranks: wait for that, at most
   // the timeout, or throw saying what they waited for (`what`).
@@ -52,12 +66,24 @@ class TORCH_EXT_API RankExchange {
       const std::optional<std::string>& error,
       const std::function<void()>& commit,
       const std::function<void()>& discard);
+  // The same, each rank that wrote sending `report` (what it wrote) to
+  // rank 0, whose `commit` takes every rank's, in rank order.
+  Outcome agree(
+      int64_t sequence,
+      const std::optional<std::string>& error,
+      const std::string& report,
+      const std::function<void(const std::vector<std::string>& reports)>& commit,
+      const std::function<void()>& discard);
 
  private:
   std::string key(int64_t sequence, const std::string& name) const;
-  Outcome agree_as_leader(int64_t sequence, const std::optional<std::string>& error,
-                          const std::function<void()>& commit, const std::function<void()>& discard);
-  Outcome agree_as_follower(int64_t sequence, const std::optional<std::string>& error);
+  Outcome agree_as_leader(int64_t sequence, const std::optional<std::string>& error, const std::string& report,
+                          const std::function<void(const std::vector<std::string>&)>& commit,
+                          const std::function<void()>& discard);
+  Outcome agree_as_follower(int64_t sequence, const std::optional<std::string>& error, const std::string& report);
+  // Rank 0: waits at most the timeout for the keys `<what>/<rank>` of
+  // every other rank; throws naming the ranks still missing.
+  void wait_for_ranks(int64_t sequence, const std::string& what);
   // Decides the round (compare-and-set: the first decision stands);
   // returns the decision that stands.
   std::string decide(int64_t sequence, const std::string& decision);
@@ -67,6 +93,7 @@ class TORCH_EXT_API RankExchange {
   int64_t rank_;
   int64_t world_size_;
   std::chrono::milliseconds timeout_;
+  std::string who_;
   std::string prefix_;
   int64_t first_kept_round_ = 0; // rank 0's: older rounds' keys are deleted
 };

@@ -3,6 +3,7 @@
 #include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -10,6 +11,7 @@
 #include <vector>
 
 #include <torch_ext/dcp.h>
+#include <torch_ext/dcp_sharded.h>
 
 #include "torch_ext/csrc/dcp/flatten.h"
 
@@ -24,6 +26,40 @@ void save_dcp(py::handle state_dict, const std::string& path, int64_t thread_cou
   const c10::IValue state = to_state(state_dict);
   py::gil_scoped_release no_gil;
   write_dcp_checkpoint(path, state, DcpWriteOptions{thread_count, compress});
+}
+
+void save_sharded(
+    py::handle state_dict,
+    const std::string& path,
+    const py::object& store,
+    int64_t rank,
+    int64_t world_size,
+    double timeout_s,
+    int64_t thread_count,
+    bool compress,
+    int64_t max_chunk_bytes) {
+  const c10::IValue state = to_state(state_dict);
+  dcp::SaveRanks ranks;
+  if (!store.is_none()) {
+    ranks.store = store.cast<c10::intrusive_ptr<c10d::Store>>();
+  }
+  ranks.rank = rank;
+  ranks.world_size = world_size;
+  ranks.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+  py::gil_scoped_release no_gil;
+  DcpWriteOptions options;
+  options.thread_count = thread_count;
+  options.compress = compress;
+  options.max_chunk_bytes = max_chunk_bytes;
+  dcp::save_sharded(path, state, ranks, options);
+}
+
+// Fills the tensors and LocalShards of `into` in place; returns nothing of
+// its non-tensor values (load_dcp reads them).
+void load_sharded(const std::string& path, py::handle into, bool verify) {
+  const c10::IValue target = to_state(into);
+  py::gil_scoped_release no_gil;
+  dcp::load_sharded(path, target, verify);
 }
 
 py::object load_dcp(const std::string& path, bool verify, std::optional<std::vector<std::string>> keys) {
@@ -140,6 +176,19 @@ void bind_dcp(py::module& module) {
       py::arg("path"),
       py::arg("thread_count") = defaults.thread_count,
       py::arg("compress") = defaults.compress);
+  module.def(
+      "save_sharded",
+      &save_sharded,
+      py::arg("state_dict"),
+      py::arg("path"),
+      py::arg("store"),
+      py::arg("rank"),
+      py::arg("world_size"),
+      py::arg("timeout_s"),
+      py::arg("thread_count") = defaults.thread_count,
+      py::arg("compress") = defaults.compress,
+      py::arg("max_chunk_bytes") = defaults.max_chunk_bytes);
+  module.def("load_sharded", &load_sharded, py::arg("path"), py::arg("into"), py::arg("verify") = true);
   module.def("load_dcp", &load_dcp, py::arg("path"), py::arg("verify") = true, py::arg("keys") = py::none());
   module.def("load_dcp_entries", &load_dcp_entries, py::arg("path"), py::arg("fqns"), py::arg("verify") = true);
   module.def("dcp_metadata", &dcp_metadata, py::arg("folder"));

@@ -2,6 +2,7 @@
 
 #include <Python.h>
 #include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/jit/python/pybind_utils.h>
 
 #include <string>
 #include <vector>
@@ -69,9 +70,25 @@ class PythonWalker {
       sequence(value, ValueKind::List);
     } else if (type == classes.ordered_dict || PyDict_CheckExact(object)) {
       dict(value, type == classes.ordered_dict);
+    } else if (auto shards = to_local_shards(value)) {
+      builder_.leaf(*shards, ValueKind::LocalShards);
     } else {
       detail::throw_unsupported(path_, "a " + type_name(value));
     }
+  }
+
+  // A torch.classes.torch_ext.LocalShards, or nullopt for any other value.
+  static std::optional<c10::IValue> to_local_shards(py::handle value) {
+    if (!py::isinstance(value, py::module_::import("torch._C").attr("ScriptObject"))) {
+      return std::nullopt;
+    }
+    c10::IValue converted;
+    try {
+      converted = torch::jit::toIValue(value, c10::getCustomClassType<c10::intrusive_ptr<LocalShards>>());
+    } catch (const std::exception&) {
+      return std::nullopt; // another class
+    }
+    return as_local_shards(converted) ? std::optional<c10::IValue>(converted) : std::nullopt;
   }
 
   // None for a value that is no str, int, float or bool of exactly those types.

@@ -39,6 +39,8 @@ const char* kind_name(ValueKind kind) {
       return "a torch.Size";
     case ValueKind::Tensor:
       return "a tensor";
+    case ValueKind::LocalShards:
+      return "a LocalShards (a rank's parts of a larger tensor)";
     default:
       return "a dict";
   }

@@ -1,4 +1,5 @@
 #include <torch_ext/checkpoint_values.h>
+#include <torch_ext/local_shards.h>
 
 #include <mutex>
 #include <unordered_map>
@@ -119,6 +120,9 @@ std::optional<ValueKind> value_kind(const c10::IValue& value) {
   if (value.isGenericDict()) {
     const auto mark = Marks::get().find(value);
     return mark && mark->first == PythonClass::OrderedDict ? ValueKind::OrderedDict : ValueKind::Dict;
+  }
+  if (as_local_shards(value)) {
+    return ValueKind::LocalShards;
   }
   return std::nullopt;
 }

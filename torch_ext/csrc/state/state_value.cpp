@@ -33,6 +33,13 @@ void throw_unsupported(const KeyPath& path, const std::string& what) {
   TORCH_CHECK_TYPE(false, path.describe(), " is ", what, "; ", kWhatACheckpointHolds);
 }
 
+void throw_shards_unsupported(const KeyPath& path) {
+  throw_unsupported(
+      path,
+      "a LocalShards (a rank's parts of a larger tensor), which only a sharded DCP save (dcp::save_sharded) "
+      "holds");
+}
+
 ValueKind kind_at(const c10::IValue& value, const KeyPath& path) {
   const std::optional<ValueKind> kind = value_kind(value);
   if (!kind) {

@@ -12,10 +12,13 @@
 
 #include <cstddef>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <torch_ext/checkpoint_values.h>
 #include <torch_ext/export.h>
+#include <torch_ext/local_shards.h>
 
 #include "key_path.h"
 
@@ -29,6 +32,17 @@ constexpr size_t kMaxDepth = 512;
 
 // value_kind(value), or throw_unsupported. Checks the depth bound too.
 TORCH_EXT_API ValueKind kind_at(const c10::IValue& value, const KeyPath& path);
+
+// The TypeError for a LocalShards in a walk that does not take one.
+[[noreturn]] TORCH_EXT_API void throw_shards_unsupported(const KeyPath& path);
+
+// Whether a visitor takes LocalShards: it defines
+// `void shards(const LocalShards&)`. Only the sharded DCP save's walks do.
+template <typename Visitor, typename = void>
+struct TakesShards : std::false_type {};
+template <typename Visitor>
+struct TakesShards<Visitor, std::void_t<decltype(std::declval<Visitor&>().shards(std::declval<const LocalShards&>()))>>
+    : std::true_type {};
 
 // Throws unless a container may sit at `path`: kMaxDepth.
 TORCH_EXT_API void check_depth(const KeyPath& path);
@@ -56,7 +70,9 @@ TORCH_EXT_API void mark_size(const c10::IValue& tuple);
 //       non-empty attributes, after its entries; then the walk visits them
 //       as a Dict value
 //   void end(const c10::IValue& container, ValueKind);
-// and may read `path` (where the current value sits) in any of them.
+// and, to take them, void shards(const LocalShards&) (TakesShards: a
+// visitor without it refuses a LocalShards, naming the entry); it may read
+// `path` (where the current value sits) in any of them.
 template <typename Visitor>
 void visit_state(const c10::IValue& value, Visitor& visitor, KeyPath& path) {
   const ValueKind kind = kind_at(value, path);
@@ -64,6 +80,13 @@ void visit_state(const c10::IValue& value, Visitor& visitor, KeyPath& path) {
     case ValueKind::Tensor:
       visitor.tensor(value.toTensor());
       return;
+    case ValueKind::LocalShards:
+      if constexpr (TakesShards<Visitor>::value) {
+        visitor.shards(*as_local_shards(value));
+        return;
+      } else {
+        throw_shards_unsupported(path);
+      }
     case ValueKind::List:
     case ValueKind::Tuple:
     case ValueKind::Size: {
