@@ -72,6 +72,6 @@ TORCH_EXT_API std::string encode_writes(const std::vector<bool>& writes);
 std::vector<bool> decode_writes(std::string_view bytes);
 
 TORCH_EXT_API std::string encode_results(const std::vector<WriteResult>& results);
-TORCH_EXT_API std::vector<WriteResult> decode_results(std::string_view bytes);
+std::vector<WriteResult> decode_results(std::string_view bytes);
 
 } // namespace torch_ext::detail::dcp
