@@ -62,4 +62,5 @@ clean:
 bench: cpp python
 	$(PYTHON) tools/bench_report.py --cpp-bench $(BUILD)/bench/cpp/future_utils_bench \
 		--checkpoint-bench $(BUILD)/bench/cpp/checkpoint_bench \
-		--safetensors-bench $(BUILD)/bench/cpp/safetensors_bench --dcp --consolidate --out docs
+		--safetensors-bench $(BUILD)/bench/cpp/safetensors_bench --dcp --consolidate \
+		--dcp-scale-bench $(BUILD)/bench/cpp/dcp_scale_bench --out docs

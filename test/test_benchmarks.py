@@ -133,3 +133,29 @@ def test_every_consolidation_benchmark_case_runs_and_is_reported(tmp_path):
         assert round_["cases"][case.name]["peak_rss"] > 0 and round_["cases"][case.name]["seconds"] >= 0
     for goal in data["goals"]:
         assert f"| {goal['goal']} |" in report
+
+
+def test_every_sharded_scale_phase_runs_and_is_reported(cpp_build, tmp_path):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import dcp_scale_report
+
+    command = [
+        sys.executable, str(ROOT / "tools" / "bench_report.py"), "--smoke", "--no-plot",
+        "--dcp-scale-bench", str(cpp_build / "bench" / "cpp" / "dcp_scale_bench"), "--out", str(tmp_path),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    data = json.loads((tmp_path / "benchmarks.json").read_text())["dcp_scale"]
+    report = (tmp_path / "benchmarks.md").read_text()
+    (size,) = data["sizes"]
+    assert (size["ranks"], size["tensors"], size["chunks"]) == (8, 10, 80)
+    for phase in dcp_scale_report.PHASES:
+        assert size["phases"][phase.name]["seconds"] > 0, phase.name
+        assert size["phases"][phase.name]["peak_rss"] > 0, phase.name
+        assert f"| {phase.name} |" in report
+    # The `.metadata` written is the one pickled; the load of 4 ranks reads
+    # two saved chunks into each of its rank's 10 parts.
+    assert size["metadata_bytes"] == size["pickle_bytes"] > 0
+    assert size["load_reads"] == 20
+    assert size["plan_bytes"] > 0 and size["report_bytes"] > 0

@@ -4,7 +4,8 @@ Five parts, each run when asked. Checkpoints (--checkpoint-bench, its
 binary): tools/checkpoint_report.py. safetensors (--safetensors-bench, its
 binary): tools/safetensors_report.py. DCP checkpoints (--dcp):
 tools/dcp_report.py. DCP to safetensors consolidation (--consolidate):
-tools/consolidate_report.py. Future helpers
+tools/consolidate_report.py. Sharded saves at scale (--dcp-scale-bench, its
+binary): tools/dcp_scale_report.py. Future helpers
 (--cpp-bench): each round runs the C++ benchmark (Google Benchmark: five
 repetitions of each case, all in random order), then the Python and the
 TorchScript benchmarks (cases shuffled, repeats interleaved). Every figure is
@@ -37,6 +38,7 @@ from typing import Dict, List, NamedTuple, Optional
 import checkpoint_report
 import consolidate_report
 import dcp_report
+import dcp_scale_report
 import safetensors_report
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -241,6 +243,7 @@ def write_markdown(
     safetensors: Optional[dict] = None, safetensors_goals: Optional[List[dict]] = None,
     dcp: Optional[dict] = None, dcp_goals: Optional[List[dict]] = None,
     consolidate: Optional[dict] = None, consolidate_goals: Optional[List[dict]] = None,
+    dcp_scale: Optional[dict] = None, dcp_scale_goals: Optional[List[dict]] = None,
 ) -> None:
     lines = [
         "# Benchmarks",
@@ -259,6 +262,8 @@ def write_markdown(
         lines += dcp_report.markdown(dcp, dcp_goals or [], smoke)
     if consolidate is not None:
         lines += consolidate_report.markdown(consolidate, consolidate_goals or [], smoke)
+    if dcp_scale is not None:
+        lines += dcp_scale_report.markdown(dcp_scale, dcp_scale_goals or [], smoke)
     if futures is not None:
         lines += futures_markdown(futures, goals, rounds)
     path.write_text("\n".join(lines))
@@ -345,6 +350,8 @@ def main() -> None:
                         help="runs the part of DCP to safetensors consolidation (a 2-rank job: no binary)")
     parser.add_argument("--consolidate-rounds", type=int, default=3)
     parser.add_argument("--consolidate-mib", type=int, default=1024)
+    parser.add_argument("--dcp-scale-bench", type=pathlib.Path,
+                        help="the dcp_scale_bench binary: runs the part of sharded saves at scale")
     parser.add_argument("--out", type=pathlib.Path, default=ROOT / "docs")
     parser.add_argument("--rounds", type=int, default=9, help="rounds of the future helpers' part")
     parser.add_argument("--checkpoint-rounds", type=int, default=5)
@@ -359,8 +366,9 @@ def main() -> None:
                         help="a benchmarks.json: write the report from its figures instead of measuring")
     args = parser.parse_args()
     if args.cpp_bench is None and args.checkpoint_bench is None and args.safetensors_bench is None \
-            and not args.dcp and not args.consolidate and args.from_json is None:
-        parser.error("give --cpp-bench, --checkpoint-bench, --safetensors-bench, --dcp, --consolidate or several "
+            and not args.dcp and not args.consolidate and args.dcp_scale_bench is None and args.from_json is None:
+        parser.error("give --cpp-bench, --checkpoint-bench, --safetensors-bench, --dcp, --consolidate, "
+                     "--dcp-scale-bench or several "
                      "(or --from-json)")
     rounds = 1 if args.smoke else args.rounds
     random.seed()
@@ -409,6 +417,15 @@ def main() -> None:
         consolidate = {key: value for key, value in consolidate.items() if key != "goals"}
         consolidate_goals = consolidate_report.evaluate(consolidate)
         report["consolidate"] = {**consolidate, "goals": consolidate_goals}
+    if args.dcp_scale_bench and not args.from_json:
+        dcp_scale = dcp_scale_report.run(args.dcp_scale_bench, args.smoke)
+    else:
+        dcp_scale = measured.get("dcp_scale")
+    dcp_scale_goals = []
+    if dcp_scale is not None:
+        dcp_scale = {key: value for key, value in dcp_scale.items() if key != "goals"}
+        dcp_scale_goals = dcp_scale_report.evaluate(dcp_scale)
+        report["dcp_scale"] = {**dcp_scale, "goals": dcp_scale_goals}
     if not (args.cpp_bench and not args.from_json) and "samples" in measured:
         futures = {key: measured[key] for key in ("samples", "allocations", "loads", "date") if key in measured}
         rounds = len(futures["loads"]) - 1
@@ -424,7 +441,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.json").write_text(json.dumps(report, indent=1) + "\n")
     write_markdown(args.out / "benchmarks.md", futures, goals, rounds, checkpoint, checkpoint_goals, args.smoke,
-                   safetensors, safetensors_goals, dcp, dcp_goals, consolidate, consolidate_goals)
+                   safetensors, safetensors_goals, dcp, dcp_goals, consolidate, consolidate_goals,
+                   dcp_scale, dcp_scale_goals)
     if not args.no_plot:
         if futures is not None:
             write_plot(args.out / "benchmarks.png", futures)
@@ -433,7 +451,7 @@ def main() -> None:
     for row in checkpoint_goals:
         shown = ", ".join(f"{mib} MiB: {value}" for mib, value in row["shown"].items())
         print(f"{'ok ' if row['holds'] else 'NO '} {row['goal']}: {shown} ({row['bound']})")
-    for row in safetensors_goals + dcp_goals + consolidate_goals + goals:
+    for row in safetensors_goals + dcp_goals + consolidate_goals + dcp_scale_goals + goals:
         print(f"{'ok ' if row['holds'] else 'NO '} {row['goal']}: {row['shown']} ({row['bound']})")
 
 

@@ -6,7 +6,6 @@
 #include <torch_ext/dcp_sharded.h>
 
 #include <exception>
-#include <map>
 #include <utility>
 
 #include <c10/util/Exception.h>
@@ -14,8 +13,6 @@
 #include "torch_ext/csrc/manager/error_message.h"
 #include "torch_ext/csrc/manager/rank_exchange.h"
 
-#include "metadata_check.h"
-#include "metadata_entries.h"
 #include "sharded_plan.h"
 
 namespace torch_ext::dcp {
@@ -62,29 +59,7 @@ std::vector<std::string> answer_plans(const std::vector<std::string>& sent, cons
 
 // Rank 0's commit: `.metadata` with every rank's write results.
 void commit(GlobalPlan& plan, const std::vector<std::string>& reports, const std::string& path, bool sync) {
-  Metadata& metadata = plan.metadata;
-  // The index hint of a chunk's item is the chunk's position in its entry.
-  std::map<std::pair<std::string, std::vector<int64_t>>, int64_t> positions;
-  for (const auto& [fqn, entry] : metadata.state_dict_metadata) {
-    if (const auto* tensor = std::get_if<TensorEntry>(&entry)) {
-      for (size_t i = 0; i < tensor->chunks.size(); ++i) {
-        positions.emplace(std::make_pair(fqn, tensor->chunks[i].offsets), static_cast<int64_t>(i));
-      }
-    }
-  }
-  for (const std::string& report : reports) {
-    for (WriteResult& result : detail::dcp::decode_results(report)) {
-      if (result.index.offset) {
-        const auto found = positions.find(std::make_pair(result.index.fqn, *result.index.offset));
-        TORCH_INTERNAL_ASSERT(found != positions.end(), "a rank wrote a chunk of '", result.index.fqn, "' that no plan has");
-        result.index.index = found->second;
-      }
-      metadata.storage_data.emplace_back(std::move(result.index), std::move(result.location));
-    }
-  }
-  detail::dcp::finish_metadata(metadata, path);
-  detail::dcp::check_metadata(metadata, path);
-  commit_metadata(path, metadata, sync);
+  commit_metadata(path, detail::dcp::join_results(std::move(plan), reports, path), sync);
 }
 
 } // namespace

@@ -15,6 +15,7 @@
 
 #include "flatten.h"
 #include "metadata_check.h"
+#include "metadata_entries.h"
 
 namespace torch_ext::detail::dcp {
 namespace {
@@ -165,6 +166,32 @@ GlobalPlan merge_plans(const std::vector<std::vector<PlannedItem>>& plans, const
     }
   }
   return plan;
+}
+
+Metadata join_results(GlobalPlan plan, const std::vector<std::string>& reports, const std::string& folder) {
+  Metadata& metadata = plan.metadata;
+  // The index hint of a chunk's item is the chunk's position in its entry.
+  std::map<std::pair<std::string, std::vector<int64_t>>, int64_t> positions;
+  for (const auto& [fqn, entry] : metadata.state_dict_metadata) {
+    if (const auto* tensor = std::get_if<TensorEntry>(&entry)) {
+      for (size_t i = 0; i < tensor->chunks.size(); ++i) {
+        positions.emplace(std::make_pair(fqn, tensor->chunks[i].offsets), static_cast<int64_t>(i));
+      }
+    }
+  }
+  for (const std::string& report : reports) {
+    for (WriteResult& result : decode_results(report)) {
+      if (result.index.offset) {
+        const auto found = positions.find(std::make_pair(result.index.fqn, *result.index.offset));
+        TORCH_INTERNAL_ASSERT(found != positions.end(), "a rank wrote a chunk of '", result.index.fqn, "' that no plan has");
+        result.index.index = found->second;
+      }
+      metadata.storage_data.emplace_back(std::move(result.index), std::move(result.location));
+    }
+  }
+  finish_metadata(metadata, folder);
+  check_metadata(metadata, folder);
+  return std::move(metadata);
 }
 
 } // namespace torch_ext::detail::dcp

@@ -2,7 +2,8 @@
 
 // The plan of a sharded save (save_sharded): what each rank holds, what
 // rank 0 makes of every rank's plan, and how plans and write results travel
-// through the store.
+// through the store. What rank 0 runs is exported for the benchmark that
+// runs it on synthesized ranks' messages (bench/cpp/dcp_scale_bench.cpp).
 
 #include <ATen/core/ivalue.h>
 
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include <torch_ext/dcp.h>
+#include <torch_ext/export.h>
 
 namespace torch_ext::detail::dcp {
 
@@ -53,17 +55,23 @@ struct GlobalPlan {
   Metadata metadata;
   std::vector<std::vector<bool>> writes;
 };
-GlobalPlan merge_plans(const std::vector<std::vector<PlannedItem>>& plans, const std::string& folder);
+TORCH_EXT_API GlobalPlan merge_plans(const std::vector<std::vector<PlannedItem>>& plans, const std::string& folder);
+
+// Rank 0's commit of a save planned as `plan`: its metadata with every
+// rank's write results (`reports`, encoded, in rank order) as the
+// storage_data, finished and checked for commit_metadata (throws naming
+// `folder` for what upstream's reader would not take).
+TORCH_EXT_API Metadata join_results(GlobalPlan plan, const std::vector<std::string>& reports, const std::string& folder);
 
 // The items of a rank as the store carries them (without their values),
 // and back.
-std::string encode_plan(const std::vector<PlannedItem>& items);
-std::vector<PlannedItem> decode_plan(std::string_view bytes);
+TORCH_EXT_API std::string encode_plan(const std::vector<PlannedItem>& items);
+TORCH_EXT_API std::vector<PlannedItem> decode_plan(std::string_view bytes);
 
-std::string encode_writes(const std::vector<bool>& writes);
+TORCH_EXT_API std::string encode_writes(const std::vector<bool>& writes);
 std::vector<bool> decode_writes(std::string_view bytes);
 
-std::string encode_results(const std::vector<WriteResult>& results);
+TORCH_EXT_API std::string encode_results(const std::vector<WriteResult>& results);
 std::vector<WriteResult> decode_results(std::string_view bytes);
 
 } // namespace torch_ext::detail::dcp
