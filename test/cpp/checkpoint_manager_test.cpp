@@ -21,6 +21,10 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/torch.h>
 
+#include "test_checks.h"
+#include "test_files.h"
+#include "test_threads.h"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -29,7 +33,9 @@ using torch_ext::CheckpointManager;
 using torch_ext::CheckpointManagerOptions;
 using torch_ext::FuturePtr;
 
-constexpr auto kWaitLimit = std::chrono::seconds(120);
+using torch_ext::testing::kWaitLimit;
+using torch_ext_test::contains;
+using torch_ext_test::FileSizeLimit;
 
 class CheckpointManagerTest : public ::testing::Test {
  protected:
@@ -96,10 +102,6 @@ std::string outcome_of(const FuturePtr& future) {
 
 void expect_completes(const FuturePtr& future) {
   EXPECT_EQ(outcome_of(future), "");
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
 }
 
 GenericDict state_of(int64_t step, int64_t rank = 0) {
@@ -375,27 +377,6 @@ TEST_F(CheckpointManagerTest, AStepThatCannotBeWrittenLeavesThePreviousOneAndThe
   save_and_commit(manager, 3);
   EXPECT_EQ(manager.all_steps(), (Steps{1, 3}));
 }
-
-// RLIMIT_FSIZE makes write() fail with EFBIG as a full disk fails it with
-// ENOSPC, without root or a filesystem of our own.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);
-    ::getrlimit(RLIMIT_FSIZE, &old_);
-    rlimit limited = old_;
-    limited.rlim_cur = bytes;
-    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
-  }
-  ~FileSizeLimit() {
-    ::setrlimit(RLIMIT_FSIZE, &old_);
-    ::signal(SIGXFSZ, old_handler_);
-  }
-
- private:
-  rlimit old_{};
-  sighandler_t old_handler_;
-};
 
 TEST_F(CheckpointManagerTest, AFullDiskFailsTheCommitAndLeavesThePreviousStepLoadable) {
   // Whole, and in waves (the writer fails while the stager waits for it).

@@ -27,6 +27,8 @@
 
 namespace {
 
+using torch_ext_test::FileSizeLimit;
+
 namespace fs = std::filesystem;
 using c10::impl::GenericDict;
 using c10::impl::GenericList;
@@ -82,7 +84,7 @@ GenericDict sample_state_dict() {
 }
 
 // Equal values, tensors bitwise with the same dtype and shape.
-void expect_same(const c10::IValue& expected, const c10::IValue& actual) {
+void expect_equal(const c10::IValue& expected, const c10::IValue& actual) {
   if (expected.isTensor()) {
     ASSERT_TRUE(actual.isTensor()) << actual.tagKind();
     const at::Tensor& e = expected.toTensor();
@@ -97,13 +99,13 @@ void expect_same(const c10::IValue& expected, const c10::IValue& actual) {
     ASSERT_EQ(e.size(), a.size());
     for (const auto& entry : e) {
       ASSERT_TRUE(a.contains(entry.key())) << entry.key().toStringRef();
-      expect_same(entry.value(), a.at(entry.key()));
+      expect_equal(entry.value(), a.at(entry.key()));
     }
   } else if (expected.isList()) {
     ASSERT_TRUE(actual.isList()) << actual.tagKind();
     ASSERT_EQ(expected.toList().size(), actual.toList().size());
     for (size_t i = 0; i < expected.toList().size(); ++i) {
-      expect_same(expected.toList().get(i), actual.toList().get(i));
+      expect_equal(expected.toList().get(i), actual.toList().get(i));
     }
   } else {
     EXPECT_EQ(expected.tagKind(), actual.tagKind());
@@ -132,7 +134,7 @@ TEST_F(CheckpointerTest, SavedStateDictLoadsBackEqual) {
   EXPECT_TRUE(staged->completed());
   EXPECT_TRUE(staged->value().isNone());
   EXPECT_TRUE(written->value().isNone());
-  expect_same(state, checkpointer.load(folder("step_1")));
+  expect_equal(state, checkpointer.load(folder("step_1")));
   EXPECT_EQ(files_in(folder("step_1")), std::vector<std::string>{"checkpoint_0.pt"});
 }
 
@@ -250,7 +252,7 @@ TEST_F(CheckpointerTest, StagingThreadsSplitLargeTensorsIntoPieces) {
   EXPECT_EQ(pieces[2].offset, 32 * kMiB);
   EXPECT_EQ(pieces[2].size, 8 * kMiB);
   EXPECT_GE(watch.threads(), 2u) << "one thread copied every piece of the large tensor";
-  expect_same(state, checkpointer.load(folder("a")));
+  expect_equal(state, checkpointer.load(folder("a")));
 }
 
 TEST_F(CheckpointerTest, SaveReplacesThePreviousCheckpointInTheSameFolder) {
@@ -262,7 +264,7 @@ TEST_F(CheckpointerTest, SaveReplacesThePreviousCheckpointInTheSameFolder) {
   checkpointer.save(folder("latest"), first);
   auto [staged, written] = checkpointer.save(folder("latest"), second);
   written->waitAndThrow();
-  expect_same(second, checkpointer.load(folder("latest")));
+  expect_equal(second, checkpointer.load(folder("latest")));
   EXPECT_EQ(files_in(folder("latest")), std::vector<std::string>{"checkpoint_0.pt"});
 }
 
@@ -293,29 +295,8 @@ TEST_F(CheckpointerTest, UnwritablePathFailsTheWriteNamingItAndLaterSavesWork) {
   EXPECT_THROW(checkpointer.save(folder("good"), state), c10::Error);
   auto [staged2, written2] = checkpointer.save(folder("good"), state);
   written2->waitAndThrow();
-  expect_same(state, checkpointer.load(folder("good")));
+  expect_equal(state, checkpointer.load(folder("good")));
 }
-
-// RLIMIT_FSIZE makes write() fail with EFBIG as a full disk fails it with
-// ENOSPC, without root or a filesystem of our own.
-class FileSizeLimit {
- public:
-  explicit FileSizeLimit(rlim_t bytes) {
-    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);
-    ::getrlimit(RLIMIT_FSIZE, &old_);
-    rlimit limited = old_;
-    limited.rlim_cur = bytes;
-    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
-  }
-  ~FileSizeLimit() {
-    ::setrlimit(RLIMIT_FSIZE, &old_);
-    ::signal(SIGXFSZ, old_handler_);
-  }
-
- private:
-  rlimit old_{};
-  sighandler_t old_handler_;
-};
 
 TEST_F(CheckpointerTest, FailedWriteLeavesThePreviousCheckpointLoadable) {
   torch_ext::AsyncCheckpointer checkpointer;
@@ -334,7 +315,7 @@ TEST_F(CheckpointerTest, FailedWriteLeavesThePreviousCheckpointLoadable) {
   EXPECT_NE(error.find("writing '" + folder("latest") + "/checkpoint_0.pt' failed: File too large"),
             std::string::npos)
       << error;
-  expect_same(small, checkpointer.load(folder("latest")));
+  expect_equal(small, checkpointer.load(folder("latest")));
   EXPECT_EQ(files_in(folder("latest")), std::vector<std::string>{"checkpoint_0.pt"});
 }
 
@@ -347,7 +328,7 @@ TEST_F(CheckpointerTest, CloseWaitsForThePendingWriteAndRefusesLaterSaves) {
   EXPECT_TRUE(written->completed());
   EXPECT_FALSE(written->hasError());
   EXPECT_THROW(checkpointer.save(folder("b"), state), c10::Error);
-  expect_same(state, checkpointer.load(folder("a")));
+  expect_equal(state, checkpointer.load(folder("a")));
 }
 
 TEST_F(CheckpointerTest, DestructorFinishesThePendingWrite) {
@@ -358,7 +339,7 @@ TEST_F(CheckpointerTest, DestructorFinishesThePendingWrite) {
     written = checkpointer.save(folder("a"), state).second;
   }
   EXPECT_TRUE(written->completed());
-  expect_same(state, torch_ext::read_checkpoint(folder("a"), 0));
+  expect_equal(state, torch_ext::read_checkpoint(folder("a"), 0));
 }
 
 TEST_F(CheckpointerTest, EachRankWritesItsOwnFile) {
@@ -366,7 +347,7 @@ TEST_F(CheckpointerTest, EachRankWritesItsOwnFile) {
   GenericDict state = sample_state_dict();
   checkpointer.save(folder("a"), state).second->waitAndThrow();
   EXPECT_EQ(files_in(folder("a")), std::vector<std::string>{"checkpoint_1.pt"});
-  expect_same(state, checkpointer.load(folder("a")));
+  expect_equal(state, checkpointer.load(folder("a")));
 }
 
 TEST_F(CheckpointerTest, BarrierRunsAfterTheFileIsWritten) {
@@ -526,7 +507,7 @@ TEST_F(CheckpointerTest, InWavesAFailedWriteFailsStagingTooAndLaterSavesWork) {
 
   EXPECT_THROW(checkpointer.save(folder("good"), state), c10::Error);
   checkpointer.save(folder("good"), state).second->waitAndThrow();
-  expect_same(state, checkpointer.load(folder("good")));
+  expect_equal(state, checkpointer.load(folder("good")));
 }
 
 TEST_F(CheckpointerTest, InWavesAnUnsupportedValueFailsBothFuturesNamingItsKeyAndWritesNothing) {

@@ -24,29 +24,28 @@
 
 #include "fuzz_cases.h"
 #include "pickle_mutator.h"
+#include "test_values.h"
 
 namespace {
+
+using torch_ext_test::string_dict;
 
 namespace fs = std::filesystem;
 using c10::impl::GenericDict;
 using torch_ext_test::read_bytes;
 using torch_ext_test::write_bytes;
 
-GenericDict dict() {
-  return GenericDict(c10::StringType::get(), c10::AnyType::get());
-}
-
 // Nested dicts and lists, tensors of several dtypes (0-dim and empty ones
 // too) and non-tensor values.
 GenericDict sample() {
-  GenericDict model = dict();
+  GenericDict model = string_dict();
   model.insert("embed.weight", torch::randn({4, 3}));
   model.insert("norm.bias", torch::randn({3}, torch::kBFloat16));
   model.insert("empty", torch::empty({0, 2}, torch::kFloat16));
   c10::impl::GenericList buffers(c10::AnyType::get());
   buffers.push_back(torch::arange(5, torch::kInt64));
   buffers.push_back(torch::ones({2}, torch::kBool));
-  GenericDict state = dict();
+  GenericDict state = string_dict();
   state.insert("model", model);
   state.insert("buffers", buffers);
   state.insert("step", torch::tensor(int64_t{7}));

@@ -11,8 +11,11 @@
 #include <string>
 
 #include "test_files.h"
+#include "test_values.h"
 
 namespace {
+
+using torch_ext_test::string_dict;
 
 namespace fs = std::filesystem;
 using c10::IValue;
@@ -27,10 +30,6 @@ class DcpTest : public torch_ext_test::TempFolderTest {
     return path("checkpoint");
   }
 };
-
-GenericDict dict() {
-  return GenericDict(c10::StringType::get(), c10::AnyType::get());
-}
 
 // Equal kinds, keys in order, tensors of equal dtype, shape and bytes.
 void expect_same(const IValue& actual, const IValue& expected, const std::string& path = "") {
@@ -66,28 +65,28 @@ void expect_same(const IValue& actual, const IValue& expected, const std::string
 // A state dict of every kind of value, as a read gives it back: DCP keeps
 // nesting and values, and drops nothing here (no empty dict, str keys).
 IValue state_dict() {
-  GenericDict model = dict();
+  GenericDict model = string_dict();
   model.insert("0.weight", torch::arange(12, torch::kFloat).reshape({3, 4}));
   model.insert("0.bias", torch::tensor({1.5, -2.0}, torch::kBFloat16));
   model.insert("1.num_batches_tracked", torch::tensor(7, torch::kLong));
-  GenericDict group = dict();
+  GenericDict group = string_dict();
   group.insert("lr", 0.01);
   group.insert("betas", c10::ivalue::Tuple::create({0.9, 0.999}));
   group.insert("params", c10::List<int64_t>({0, 1}));
   c10::impl::GenericList groups(c10::AnyType::get());
   groups.push_back(group);
-  GenericDict optim = dict();
+  GenericDict optim = string_dict();
   optim.insert("param_groups", groups);
   c10::impl::GenericList tensors(c10::AnyType::get());
   tensors.push_back(torch::ones({2}, torch::kInt));
   tensors.push_back(torch::tensor({true, false}));
-  GenericDict extra = dict();
+  GenericDict extra = string_dict();
   extra.insert("tensors", tensors);
   extra.insert("empty", torch::empty({0, 3}));
   extra.insert("transposed", torch::arange(6, torch::kDouble).reshape({2, 3}).t());
   extra.insert("text", std::string("hello"));
   extra.insert("nothing", IValue());
-  GenericDict state = dict();
+  GenericDict state = string_dict();
   state.insert("model", model);
   state.insert("optim", optim);
   state.insert("extra", extra);
@@ -119,15 +118,15 @@ TEST_F(DcpTest, ThreadsWriteAFileEachAndCompressionReadsBack) {
 TEST_F(DcpTest, KeysReadOnlyTheirEntries) {
   torch_ext::write_dcp_checkpoint(folder(), state_dict());
   const IValue part = torch_ext::read_dcp_checkpoint(folder(), {true, {"model.0.weight", "optim.param_groups.0.lr"}});
-  GenericDict model = dict();
+  GenericDict model = string_dict();
   model.insert("0.weight", torch::arange(12, torch::kFloat).reshape({3, 4}));
-  GenericDict group = dict();
+  GenericDict group = string_dict();
   group.insert("lr", 0.01);
   c10::impl::GenericList groups(c10::AnyType::get());
   groups.push_back(group);
-  GenericDict optim = dict();
+  GenericDict optim = string_dict();
   optim.insert("param_groups", groups);
-  GenericDict expected = dict();
+  GenericDict expected = string_dict();
   expected.insert("model", model);
   expected.insert("optim", optim);
   expect_same(part, expected);
@@ -137,16 +136,16 @@ TEST_F(DcpTest, KeysReadOnlyTheirEntries) {
 // key is an empty step (`".".join(["", "w"])` is ".w"), and the path that
 // the metadata records selects its entry.
 TEST_F(DcpTest, FlattenedKeysAreKeyPaths) {
-  GenericDict inner = dict();
+  GenericDict inner = string_dict();
   inner.insert("w", torch::ones({2}));
-  GenericDict state = dict();
+  GenericDict state = string_dict();
   state.insert("", inner);
   state.insert("step", int64_t{3});
   torch_ext::write_dcp_checkpoint(folder(), state);
   const torch_ext::dcp::Metadata metadata = torch_ext::dcp::read_metadata(folder());
   ASSERT_EQ(metadata.state_dict_metadata.size(), 2u);
   EXPECT_EQ(metadata.state_dict_metadata[0].first, ".w");
-  GenericDict expected = dict();
+  GenericDict expected = string_dict();
   expected.insert("", inner);
   expect_same(torch_ext::read_dcp_checkpoint(folder(), {true, {".w"}}), expected);
 }
@@ -232,7 +231,7 @@ void write_two_ranks(const std::string& folder, const at::Tensor& weight) {
 TEST_F(DcpTest, ChunksOfSeveralRanksReadWholeAndByRegion) {
   const at::Tensor weight = torch::randn({7, 8});
   write_two_ranks(folder(), weight);
-  GenericDict expected = dict();
+  GenericDict expected = string_dict();
   expected.insert("weight", weight);
   expected.insert("step", int64_t{42});
   expect_same(torch_ext::read_dcp_checkpoint(folder()), expected);
@@ -298,15 +297,15 @@ TEST_F(DcpTest, TheWriterWritesLeafByLeafWhatWriteDcpCheckpointWrites) {
     EXPECT_FALSE(fs::exists(fs::path(folder()) / ".metadata")); // nothing is a checkpoint before the commit
     writer.commit();
   }
-  GenericDict model = dict();
+  GenericDict model = string_dict();
   model.insert("0.weight", torch::arange(12, torch::kFloat).reshape({3, 4}));
-  GenericDict group = dict();
+  GenericDict group = string_dict();
   group.insert("lr", 0.01);
   c10::impl::GenericList groups(c10::AnyType::get());
   groups.push_back(group);
-  GenericDict optim = dict();
+  GenericDict optim = string_dict();
   optim.insert("param_groups", groups);
-  GenericDict expected = dict();
+  GenericDict expected = string_dict();
   expected.insert("model", model);
   expected.insert("optim", optim);
   expected.insert("step", int64_t{10});
@@ -374,12 +373,12 @@ TEST_F(DcpTest, PreparingAFolderRemovesItsCommitFirst) {
 }
 
 TEST_F(DcpTest, ValuesACheckpointCannotHoldFailBeforeAnyFile) {
-  GenericDict state = dict();
+  GenericDict state = string_dict();
   state.insert("weight", torch::ones({2}).to_sparse());
   EXPECT_THROW(torch_ext::write_dcp_checkpoint(folder(), state), c10::TypeError);
   EXPECT_FALSE(fs::exists(folder()));
   EXPECT_THROW(torch_ext::write_dcp_checkpoint(folder(), IValue(int64_t{1})), c10::TypeError);
-  EXPECT_THROW(torch_ext::write_dcp_checkpoint(folder(), dict(), {0, false}), c10::ValueError);
+  EXPECT_THROW(torch_ext::write_dcp_checkpoint(folder(), string_dict(), {0, false}), c10::ValueError);
 }
 
 // FileSystemWriter.write_data's split: non-tensor items round-robin, tensors

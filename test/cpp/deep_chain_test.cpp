@@ -14,6 +14,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "test_futures.h"
 #include "test_threads.h"
 
 namespace {
@@ -29,15 +30,16 @@ constexpr size_t kSmallStack = 256 * 1024;
 
 using ChainBuilder = FuturePtr (*)(const FuturePtr& head);
 
-FuturePtr make_future() {
-  return c10::make_intrusive<Future>(c10::AnyType::get());
+// A pending future of any value.
+FuturePtr any_future() {
+  return torch_ext_test::make_future(c10::AnyType::get());
 }
 
 // Each callback owns the next future, as a callback that completes it does.
 FuturePtr raw_add_callback_chain(const FuturePtr& head) {
   FuturePtr tail = head;
   for (int i = 0; i < kLinks; ++i) {
-    FuturePtr next = make_future();
+    FuturePtr next = any_future();
     tail->addCallback([next](Future&) { next->markCompleted(); });
     tail = std::move(next);
   }
@@ -55,7 +57,7 @@ FuturePtr wrap_future_chain(const FuturePtr& head) {
 FuturePtr on_complete_chain(const FuturePtr& head) {
   FuturePtr tail = head;
   for (int i = 0; i < kLinks; ++i) {
-    FuturePtr next = make_future();
+    FuturePtr next = any_future();
     torch_ext::on_complete(tail, [next](Future& done) {
       if (done.hasError()) {
         next->setError(done.exception_ptr());
@@ -108,7 +110,7 @@ Completion complete_on_small_stack(
 
 void expect_completes_in_bounded_stack(ChainBuilder build, const char* what) {
   {
-    FuturePtr head = make_future();
+    FuturePtr head = any_future();
     FuturePtr tail = build(head);
     Completion done = complete_on_small_stack(
         head, tail, [&] { head->markCompleted(torch::ones({1})); }, what);
@@ -118,7 +120,7 @@ void expect_completes_in_bounded_stack(ChainBuilder build, const char* what) {
     EXPECT_TRUE(tail->value().isNone());
   }
   {
-    FuturePtr head = make_future();
+    FuturePtr head = any_future();
     FuturePtr tail = build(head);
     auto error = std::make_exception_ptr(std::runtime_error("head failed"));
     Completion done = complete_on_small_stack(
@@ -130,7 +132,7 @@ void expect_completes_in_bounded_stack(ChainBuilder build, const char* what) {
 }
 
 void expect_dropped_in_bounded_stack(ChainBuilder build) {
-  FuturePtr head = make_future();
+  FuturePtr head = any_future();
   c10::weak_intrusive_ptr<Future> weak_tail(build(head));
   ASSERT_FALSE(weak_tail.expired()); // the chain owns its tail
   run_on_small_stack(kSmallStack, [&] { head.reset(); });
@@ -159,7 +161,7 @@ TEST(DeepChainDeathTest, RawAddCallbackChainOverflowsTheStackWhenCompleted) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
-        FuturePtr head = make_future();
+        FuturePtr head = any_future();
         FuturePtr tail = raw_add_callback_chain(head);
         run_on_small_stack(kSmallStack, [&] { head->markCompleted(); });
       },
@@ -170,7 +172,7 @@ TEST(DeepChainDeathTest, RawAddCallbackChainOverflowsTheStackWhenDropped) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
-        FuturePtr head = make_future();
+        FuturePtr head = any_future();
         raw_add_callback_chain(head);
         run_on_small_stack(kSmallStack, [&] { head.reset(); });
       },

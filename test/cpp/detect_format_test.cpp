@@ -19,8 +19,12 @@
 #include <torch_ext/safetensors.h>
 
 #include "torch_ext/csrc/manager/step_commit.h"
+#include "test_checks.h"
 
 namespace {
+
+using torch_ext_test::contains;
+using torch_ext_test::error_of;
 
 namespace fs = std::filesystem;
 using c10::impl::GenericDict;
@@ -45,20 +49,6 @@ class DetectFormatTest : public ::testing::Test {
   fs::path root_;
 };
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
-
-bool contains(const std::string& text, const std::string& part) {
-  return text.find(part) != std::string::npos;
-}
-
 GenericDict weights() {
   GenericDict state(c10::StringType::get(), c10::AnyType::get());
   state.insert("embed.weight", torch::arange(600, torch::kFloat32).reshape({20, 30}));
@@ -68,7 +58,7 @@ GenericDict weights() {
   return state;
 }
 
-void expect_same(const c10::IValue& loaded, const GenericDict& expected) {
+void expect_tensors_equal(const c10::IValue& loaded, const GenericDict& expected) {
   const GenericDict dict = loaded.toGenericDict();
   ASSERT_EQ(dict.size(), expected.size());
   for (const auto& entry : expected) {
@@ -99,7 +89,7 @@ TEST_F(DetectFormatTest, EachFormatIsToldFromWhatIsOnDisk) {
   EXPECT_EQ(detect_format(path("dcp")), DiskFormat::Dcp);
   EXPECT_EQ(detect_format(path("sharded")), DiskFormat::SafetensorsFolder);
   for (const char* file : {"a.safetensors", "b.pt", "dcp", "sharded"}) {
-    expect_same(torch_ext::read_checkpoint_file(path(file)), state);
+    expect_tensors_equal(torch_ext::read_checkpoint_file(path(file)), state);
   }
 }
 
@@ -127,7 +117,7 @@ TEST_F(DetectFormatTest, AShardedFolderIsReadAsOneStateDict) {
   const GenericDict state = weights();
   torch_ext::write_safetensors_folder(folder, state, 1000);
   ASSERT_GT(torch_ext::SafetensorsFolder(folder).shards().size(), 1u);
-  expect_same(torch_ext::read_checkpoint_file(folder), state);
+  expect_tensors_equal(torch_ext::read_checkpoint_file(folder), state);
   const GenericDict part = torch_ext::read_checkpoint_file(folder, {true, {"embed.weight", "norm.weight"}}).toGenericDict();
   EXPECT_EQ(part.size(), 2u);
 
@@ -145,7 +135,7 @@ TEST_F(DetectFormatTest, AnIndexOfAnyNameMarksTheFolder) {
   fs::rename(fs::path(folder) / torch_ext::kSafetensorsIndexName,
              fs::path(folder) / "diffusion_pytorch_model.safetensors.index.json");
   EXPECT_EQ(detect_format(folder), DiskFormat::SafetensorsFolder);
-  expect_same(torch_ext::read_checkpoint_file(folder), state);
+  expect_tensors_equal(torch_ext::read_checkpoint_file(folder), state);
   EXPECT_TRUE(torch_ext::SafetensorsFolder(folder).total_size().has_value());
 }
 
@@ -156,7 +146,7 @@ TEST_F(DetectFormatTest, AFolderOfOneShardIsItsModelSafetensors) {
   ASSERT_TRUE(fs::is_regular_file(fs::path(folder) / torch_ext::kSafetensorsSingleName));
   ASSERT_FALSE(fs::exists(fs::path(folder) / torch_ext::kSafetensorsIndexName));
   EXPECT_EQ(detect_format(folder), DiskFormat::SafetensorsFolder);
-  expect_same(torch_ext::read_checkpoint_file(folder), state);
+  expect_tensors_equal(torch_ext::read_checkpoint_file(folder), state);
 }
 
 TEST_F(DetectFormatTest, AFolderWithTheMarksOfTwoIsRefusedNamingBoth) {

@@ -10,20 +10,17 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "test_futures.h"
+
 namespace {
 
 using c10::ivalue::Future;
 using torch_ext::FuturePtr;
-
-FuturePtr make_future() {
-  return c10::make_intrusive<Future>(c10::TensorType::get());
-}
+using torch_ext_test::make_future;
+using torch_ext_test::NotAStdException;
 
 struct CustomError : std::runtime_error {
   using std::runtime_error::runtime_error;
-};
-struct NotAStdException {
-  int code;
 };
 
 // Fails a source with `error`, wraps it (pending, then already failed) and

@@ -9,16 +9,16 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "test_futures.h"
+
 namespace {
 
 using c10::ivalue::Future;
 using torch_ext::FuturePtr;
 using torch_ext::on_complete;
 using torch_ext::wrap_future;
-
-FuturePtr make_future(c10::TypePtr type = c10::TensorType::get()) {
-  return c10::make_intrusive<Future>(std::move(type));
-}
+using torch_ext_test::make_future;
+using torch_ext_test::NotAStdException;
 
 TEST(WrapFuture, NonFutureIsAlreadyCompletedWithNone) {
   for (const c10::IValue& value :
@@ -202,8 +202,6 @@ TEST(OnComplete, RunsInlineWhenAlreadyComplete) {
   on_complete(done, [&](Future&) { ran_on = std::this_thread::get_id(); });
   EXPECT_EQ(ran_on, std::this_thread::get_id());
 }
-
-struct NotAStdException {};
 
 TEST(OnComplete, ThrowingCallbacksAreLoggedAndStopNothing) {
   FuturePtr source = make_future();

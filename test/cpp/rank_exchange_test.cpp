@@ -19,13 +19,15 @@
 #include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "test_threads.h"
+
 namespace {
 
 using namespace std::chrono_literals;
 using torch_ext::detail::RankExchange;
 using Failure = std::optional<std::string>;
 
-constexpr auto kWaitLimit = std::chrono::seconds(120);
+using torch_ext::testing::kWaitLimit;
 
 // A store that forwards to `inner` and counts the waits begun on it and on
 // its clones: when a rank starts waiting is seen from outside. A clone

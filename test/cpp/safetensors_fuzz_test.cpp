@@ -177,7 +177,7 @@ class Mutator {
 // Loads the file every way the reader offers: "" when each load succeeds
 // (every byte of its tensors readable) or fails with an error naming the
 // file, else what went wrong.
-std::string load_or_fail_cleanly(const std::string& path) {
+std::string load_file_or_fail_cleanly(const std::string& path) {
   return torch_ext_test::loads_or_fails_naming(path, [&path](bool verify, unsigned& sink) {
     const torch_ext::SafetensorsFile file(path);
     for (const auto& entry : file.load({verify, {}})) {
@@ -193,12 +193,12 @@ std::string load_or_fail_cleanly(const std::string& path) {
 }
 
 TEST(SafetensorsFuzzTest, HostileFilesLoadOrFailNamingTheFileInBoundedMemoryAndTime) {
-  torch_ext_test::FuzzCases runner(load_or_fail_cleanly);
+  torch_ext_test::FuzzCases runner(load_file_or_fail_cleanly);
   const std::string ours_path = (runner.root() / "ours.safetensors").string();
   const std::vector<std::string> seeds = {ours(ours_path), foreign()};
   for (const std::string& seed : seeds) {
     write_bytes(ours_path, seed);
-    ASSERT_EQ(load_or_fail_cleanly(ours_path), "");
+    ASSERT_EQ(load_file_or_fail_cleanly(ours_path), "");
     EXPECT_NO_THROW(torch_ext::SafetensorsFile{ours_path});
   }
   const uint64_t seed = torch_ext_test::fuzz_seed() + 3;

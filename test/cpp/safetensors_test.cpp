@@ -19,8 +19,13 @@
 #include <torch/torch.h>
 
 #include "test_files.h"
+#include "test_checks.h"
+#include "test_values.h"
 
 namespace {
+
+using torch_ext_test::string_dict;
+using torch_ext_test::error_of;
 
 namespace fs = std::filesystem;
 using c10::impl::GenericDict;
@@ -47,10 +52,6 @@ std::string header_json(const std::string& file) {
     length = (length << 8) | static_cast<unsigned char>(bytes[i]);
   }
   return bytes.substr(8, length);
-}
-
-GenericDict dict() {
-  return GenericDict(c10::StringType::get(), c10::AnyType::get());
 }
 
 bool same_bytes(const at::Tensor& a, const at::Tensor& b) {
@@ -80,18 +81,8 @@ const std::vector<c10::ScalarType> kDtypes = {
     c10::ScalarType::Float8_e8m0fnu, c10::ScalarType::Float4_e2m1fn_x2,
 };
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const c10::Error& e) {
-    return e.what_without_backtrace();
-  }
-  return "";
-}
-
 TEST_F(SafetensorsTest, EveryDtypeRoundTripsBitwise) {
-  GenericDict state = dict();
+  GenericDict state = string_dict();
   for (const c10::ScalarType dtype : kDtypes) {
     const std::string name(c10::toString(dtype));
     state.insert(name, dtype == torch::kBool ? torch::randint(0, 2, {3, 5}).to(torch::kBool) : random_of(dtype, {3, 5}));
@@ -118,7 +109,7 @@ TEST_F(SafetensorsTest, EveryDtypeRoundTripsBitwise) {
 }
 
 TEST_F(SafetensorsTest, LayoutIsThePackagesWidestDtypeFirstThenByNameAlignedAndPadded) {
-  GenericDict state = dict();
+  GenericDict state = string_dict();
   state.insert("b", torch::ones({3}, torch::kFloat32));
   state.insert("a", torch::ones({3}, torch::kFloat32));
   state.insert("c", torch::ones({1}, torch::kUInt8));
@@ -144,7 +135,7 @@ TEST_F(SafetensorsTest, LayoutIsThePackagesWidestDtypeFirstThenByNameAlignedAndP
 }
 
 TEST_F(SafetensorsTest, TensorsAreCopyOnWriteViewsOfTheFile) {
-  GenericDict state = dict();
+  GenericDict state = string_dict();
   state.insert("w", torch::arange(16, torch::kFloat32));
   const std::string file = path("cow.safetensors");
   torch_ext::write_safetensors_file(file, state);
@@ -161,7 +152,7 @@ TEST_F(SafetensorsTest, TensorsAreCopyOnWriteViewsOfTheFile) {
 }
 
 TEST_F(SafetensorsTest, KeysReadOnlyTheNamedTensors) {
-  GenericDict state = dict();
+  GenericDict state = string_dict();
   state.insert("model.fc.weight", torch::ones({2, 2}));
   state.insert("model.fc.bias", torch::zeros({2}));
   const std::string file = path("keys.safetensors");
@@ -181,7 +172,7 @@ TEST_F(SafetensorsTest, KeysReadOnlyTheNamedTensors) {
 }
 
 TEST_F(SafetensorsTest, AFlippedBitFailsItsCrcNamingTheFileAndTheTensor) {
-  GenericDict state = dict();
+  GenericDict state = string_dict();
   state.insert("a", torch::arange(1000, torch::kFloat32));
   state.insert("b", torch::ones({10}, torch::kInt64));
   const std::string file = path("flip.safetensors");
@@ -241,28 +232,28 @@ TEST_F(SafetensorsTest, WhatTheFormatCannotHoldIsRefusedNamingTheEntryBeforeAnyF
     EXPECT_FALSE(fs::exists(file));
     EXPECT_TRUE(fs::is_empty(root())) << "a temporary file was left";
   };
-  GenericDict nested = dict();
-  nested.insert("model", dict());
+  GenericDict nested = string_dict();
+  nested.insert("model", string_dict());
   refused(nested, "entry 'model' is a dict (flatten nested dicts");
-  GenericDict scalar = dict();
+  GenericDict scalar = string_dict();
   scalar.insert("step", int64_t{3});
   refused(scalar, "entry 'step' is an int");
-  GenericDict complex = dict();
+  GenericDict complex = string_dict();
   complex.insert("z", torch::zeros({2}, torch::kComplexDouble));
   refused(complex, "entry 'z' is a ComplexDouble tensor, which safetensors has no dtype for");
   const at::Tensor weight = torch::ones({4, 4});
-  GenericDict tied = dict();
+  GenericDict tied = string_dict();
   tied.insert("embed.weight", weight);
   tied.insert("lm_head.weight", weight);
   refused(tied, "entries 'embed.weight' and 'lm_head.weight' share memory");
-  GenericDict overlapping = dict();
+  GenericDict overlapping = string_dict();
   overlapping.insert("all", weight);
   overlapping.insert("row", weight[2]);
   refused(overlapping, "share memory");
   refused(c10::IValue(torch::ones({2})), "the state_dict is");
 
   // Disjoint views of one storage are not shared memory: written, each its own bytes.
-  GenericDict disjoint = dict();
+  GenericDict disjoint = string_dict();
   disjoint.insert("top", weight.slice(0, 0, 2));
   disjoint.insert("bottom", weight.slice(0, 2, 4));
   disjoint.insert("column", torch::arange(12.0).reshape({3, 4}).select(1, 1)); // non-contiguous
@@ -407,7 +398,7 @@ TEST_F(SafetensorsTest, WhatTheRustCrateAcceptsIsRead) {
 }
 
 GenericDict model_like() {
-  GenericDict state = dict();
+  GenericDict state = string_dict();
   state.insert("embed.weight", torch::randn({64, 16})); // 4096 bytes
   for (int i = 0; i < 3; ++i) {
     state.insert("layers." + std::to_string(i) + ".weight", torch::randn({16, 16})); // 1024 bytes

@@ -154,7 +154,7 @@ std::string read(const std::string& file) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-GenericDict sample() {
+GenericDict pipeline_state() {
   GenericDict state(c10::StringType::get(), c10::AnyType::get());
   state.insert("a", torch::arange(3 << 20, torch::kInt32)); // 12 MiB: pieces, and waves across it
   state.insert("b", torch::randn({1000}));
@@ -187,7 +187,7 @@ void expect_written(const std::string& folder, int64_t rank, const GenericDict& 
 
 TEST_F(SavePipelineTest, AFormatOfItsOwnPlugsInWholeAndInWaves) {
   const auto format = std::make_shared<const TwoFileFormat>();
-  const GenericDict state = sample();
+  const GenericDict state = pipeline_state();
   for (const int64_t budget : {int64_t{0}, SaveOptions::kMinStagingBytes}) {
     for (const int64_t threads : {1, 3}) {
       SaveOptions options;
@@ -220,7 +220,7 @@ TEST_F(SavePipelineTest, ASinkThatFailsIsTheWritesFailure) {
     options.max_staging_bytes = budget;
     SavePipeline pipeline(options, "SavePipelineTest", std::make_shared<const TwoFileFormat>());
     std::ofstream(folder("file")) << "a regular file, not a folder";
-    const Outcome outcome = save(pipeline, folder("file") + "/step", 0, sample());
+    const Outcome outcome = save(pipeline, folder("file") + "/step", 0, pipeline_state());
     EXPECT_NE(outcome.error, "") << budget;
     EXPECT_EQ(outcome.failed, SavePhase::kWriting) << budget;
   }

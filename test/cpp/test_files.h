@@ -2,6 +2,8 @@
 // and written as bytes.
 #pragma once
 
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -48,6 +50,27 @@ class TempFolderTest : public ::testing::Test {
 
  private:
   std::filesystem::path root_;
+};
+
+// RLIMIT_FSIZE makes write() fail with EFBIG as a full disk fails it with
+// ENOSPC, without root or a filesystem of our own.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);
+    ::getrlimit(RLIMIT_FSIZE, &old_);
+    rlimit limited = old_;
+    limited.rlim_cur = bytes;
+    EXPECT_EQ(::setrlimit(RLIMIT_FSIZE, &limited), 0);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &old_);
+    ::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit old_{};
+  sighandler_t old_handler_;
 };
 
 } // namespace torch_ext_test

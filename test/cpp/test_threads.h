@@ -2,12 +2,16 @@
 
 #include <pthread.h>
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
 #include <stdexcept>
 #include <string>
 
 namespace torch_ext::testing {
+
+// The longest a test waits for another thread or rank before it fails.
+constexpr auto kWaitLimit = std::chrono::seconds(120);
 
 // Runs `fn` on a new thread with a stack of `bytes` and joins it: code that
 // recurses once per link of a long chain overflows such a stack, code with

@@ -13,7 +13,7 @@ namespace torch_ext::detail {
 namespace {
 
 // Large storages are copied in pieces so that several threads share them.
-constexpr uint64_t kPieceBytes = uint64_t{16} << 20;
+constexpr uint64_t kCopyPieceBytes = uint64_t{16} << 20;
 
 std::atomic<CopyObserver> copy_observer{nullptr};
 
@@ -56,8 +56,8 @@ std::vector<Piece> pieces_of(const std::vector<CopyJob>& jobs) {
       }
       continue;
     }
-    for (uint64_t done = 0; done < size; done += kPieceBytes) {
-      pieces.push_back({&job, done, std::min(kPieceBytes, size - done)});
+    for (uint64_t done = 0; done < size; done += kCopyPieceBytes) {
+      pieces.push_back({&job, done, std::min(kCopyPieceBytes, size - done)});
     }
   }
   return pieces;

@@ -11,7 +11,7 @@ namespace torch_ext::detail {
 namespace {
 
 // The writer waits for the copy a piece at a time.
-constexpr uint64_t kPieceBytes = uint64_t{4} << 20;
+constexpr uint64_t kWaitPieceBytes = uint64_t{4} << 20;
 
 } // namespace
 
@@ -69,7 +69,7 @@ PlanBytes::Span WholeStaging::next() {
     start_ += sizes_[slice_++];
     done_ = 0;
   }
-  const uint64_t piece = std::min(kPieceBytes, sizes_[slice_] - done_);
+  const uint64_t piece = std::min(kWaitPieceBytes, sizes_[slice_] - done_);
   {
     std::unique_lock<std::mutex> lock(mutex_);
     changed_.wait(lock, [&] { return error_ || copied_ >= start_ + done_ + piece; });

@@ -20,10 +20,6 @@ namespace {
 constexpr uint64_t kWritebackBytes = uint64_t{8} << 20;
 constexpr const char* kTemporarySuffix = ".tmp";
 
-std::string error_text(int error) {
-  return std::strerror(error);
-}
-
 std::string temporary_path_for(const std::string& path) {
   static std::atomic<uint64_t> counter{0};
   const std::filesystem::path target(path);
@@ -38,18 +34,18 @@ std::string temporary_path_for(const std::string& path) {
 void fsync_folder(const std::string& folder, const std::string& path) {
   const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   TORCH_CHECK(
-      fd >= 0, "cannot open the folder '", folder, "' to fsync it after updating '", path, "': ", error_text(errno));
+      fd >= 0, "cannot open the folder '", folder, "' to fsync it after updating '", path, "': ", std::strerror(errno));
   const int result = ::fsync(fd);
   const int error = errno;
   ::close(fd);
-  TORCH_CHECK(result == 0, "fsync of the folder '", folder, "' after updating '", path, "' failed: ", error_text(error));
+  TORCH_CHECK(result == 0, "fsync of the folder '", folder, "' after updating '", path, "' failed: ", std::strerror(error));
 }
 
 DurableFile::DurableFile(std::string path, bool sync)
     : path_(std::move(path)), temporary_path_(temporary_path_for(path_)), sync_(sync) {
   fd_ = ::open(temporary_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   TORCH_CHECK(
-      fd_ >= 0, "cannot create a temporary file '", temporary_path_, "' to write '", path_, "': ", error_text(errno));
+      fd_ >= 0, "cannot create a temporary file '", temporary_path_, "' to write '", path_, "': ", std::strerror(errno));
 }
 
 DurableFile::~DurableFile() {
@@ -70,7 +66,7 @@ void DurableFile::write(const void* data, size_t size) {
       continue;
     }
     TORCH_CHECK(
-        written >= 0, "writing '", path_, "' failed: ", error_text(errno), "; the file is left as it was before");
+        written >= 0, "writing '", path_, "' failed: ", std::strerror(errno), "; the file is left as it was before");
     bytes += written;
     size -= static_cast<size_t>(written);
     position_ += static_cast<uint64_t>(written);
@@ -89,7 +85,7 @@ void DurableFile::write_at(uint64_t offset, const void* data, size_t size) {
       continue;
     }
     TORCH_CHECK(
-        written >= 0, "writing '", path_, "' failed: ", error_text(errno), "; the file is left as it was before");
+        written >= 0, "writing '", path_, "' failed: ", std::strerror(errno), "; the file is left as it was before");
     bytes += written;
     offset += static_cast<uint64_t>(written);
     size -= static_cast<size_t>(written);
@@ -109,9 +105,9 @@ void DurableFile::start_writeback() {
 }
 
 void DurableFile::commit() {
-  TORCH_CHECK(!sync_ || ::fsync(fd_) == 0, "fsync of '", path_, "' failed: ", error_text(errno));
+  TORCH_CHECK(!sync_ || ::fsync(fd_) == 0, "fsync of '", path_, "' failed: ", std::strerror(errno));
   const int fd = std::exchange(fd_, -1);
-  TORCH_CHECK(::close(fd) == 0, "closing '", path_, "' failed: ", error_text(errno));
+  TORCH_CHECK(::close(fd) == 0, "closing '", path_, "' failed: ", std::strerror(errno));
   TORCH_CHECK(
       ::rename(temporary_path_.c_str(), path_.c_str()) == 0,
       "cannot rename '",
@@ -119,7 +115,7 @@ void DurableFile::commit() {
       "' to '",
       path_,
       "': ",
-      error_text(errno));
+      std::strerror(errno));
   committed_ = true;
   if (!sync_) {
     return;

@@ -15,25 +15,18 @@
 #include "file_type.h"
 
 namespace torch_ext::detail {
-namespace {
-
-std::string error_text(int error) {
-  return std::strerror(error);
-}
-
-} // namespace
 
 std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   // Non-blocking, so that opening a FIFO or a device returns at once, to be
   // refused below; it changes nothing for a regular file.
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
-  TORCH_CHECK(fd >= 0, "cannot open the checkpoint file '", path, "': ", error_text(errno));
+  TORCH_CHECK(fd >= 0, "cannot open the checkpoint file '", path, "': ", std::strerror(errno));
   struct stat status {};
   const bool stated = ::fstat(fd, &status) == 0;
   const int stat_error = errno;
   if (!stated || !S_ISREG(status.st_mode)) {
     ::close(fd);
-    TORCH_CHECK(stated, "cannot stat the checkpoint file '", path, "': ", error_text(stat_error));
+    TORCH_CHECK(stated, "cannot stat the checkpoint file '", path, "': ", std::strerror(stat_error));
     TORCH_CHECK(
         false, "the checkpoint file '", path, "' is ", describe_file_type(status.st_mode), ", not a regular file");
   }
@@ -45,7 +38,7 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   }
   const int error = errno;
   ::close(fd); // the mapping keeps the file
-  TORCH_CHECK(data != MAP_FAILED, "cannot map the checkpoint file '", path, "': ", error_text(error));
+  TORCH_CHECK(data != MAP_FAILED, "cannot map the checkpoint file '", path, "': ", std::strerror(error));
   return std::shared_ptr<const MappedFile>(new MappedFile(path, static_cast<uint8_t*>(data), size));
 }
 

@@ -30,7 +30,7 @@ AsyncCheckpointer& checkpointer_of(const torch::jit::Object& script_object) {
   return ops::checkpointer_of(c10::IValue(script_object._ivalue()));
 }
 
-py::tuple save(const torch::jit::Object& script_object, const std::string& path, py::handle state_dict) {
+py::tuple checkpointer_save(const torch::jit::Object& script_object, const std::string& path, py::handle state_dict) {
   // On the calling thread: an unsupported value raises here, and the
   // checkpointer never sees it.
   const c10::IValue state = to_state(state_dict);
@@ -45,7 +45,7 @@ py::tuple save(const torch::jit::Object& script_object, const std::string& path,
       torch::jit::toPyObject(c10::IValue(std::move(futures.second))));
 }
 
-py::object load(const torch::jit::Object& script_object, const std::string& path, bool verify, py::handle keys) {
+py::object checkpointer_load(const torch::jit::Object& script_object, const std::string& path, bool verify, py::handle keys) {
   const ReadOptions options = read_options(verify, keys);
   c10::IValue state;
   {
@@ -97,10 +97,10 @@ c10::IValue planned_state(const py::list& leaves, const std::vector<std::string>
 
 void bind_checkpointer(py::module& module) {
   const ReadOptions read_defaults;
-  module.def("_save", &save, py::arg("checkpointer"), py::arg("path"), py::arg("state_dict"));
+  module.def("_save", &checkpointer_save, py::arg("checkpointer"), py::arg("path"), py::arg("state_dict"));
   module.def(
       "_load",
-      &load,
+      &checkpointer_load,
       py::arg("checkpointer"),
       py::arg("path"),
       py::kw_only(),

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "python_state.h"
+
 namespace torch_ext::python {
 namespace {
 
@@ -12,19 +14,19 @@ namespace py = pybind11;
 namespace dcp = torch_ext::dcp;
 
 // Upstream's classes, looked up once (and kept for the life of the process).
-struct Classes {
+struct MetadataClasses {
   py::handle metadata, tensor_storage, bytes_storage, chunk, properties, index, storage_meta, storage_info;
   py::handle size, path, strided;
   // By _MEM_FORMAT_ENCODING's value.
   py::handle memory_formats[3];
 
-  static const Classes& get() {
-    static const Classes classes = [] {
+  static const MetadataClasses& get() {
+    static const MetadataClasses classes = [] {
       const auto find = [](const char* module, const char* name) {
         return py::object(py::module_::import(module).attr(name)).release();
       };
       constexpr const char* kMetadata = "torch.distributed.checkpoint.metadata";
-      return Classes{
+      return MetadataClasses{
           find(kMetadata, "Metadata"),
           find(kMetadata, "TensorStorageMetadata"),
           find(kMetadata, "BytesStorageMetadata"),
@@ -43,16 +45,12 @@ struct Classes {
   }
 };
 
-std::string type_name(py::handle value) {
-  return Py_TYPE(value.ptr())->tp_name;
-}
-
 bool is_instance(py::handle value, py::handle type) {
   return py::isinstance(value, type);
 }
 
 py::object size_of(const std::vector<int64_t>& values) {
-  return Classes::get().size(py::cast(values));
+  return MetadataClasses::get().size(py::cast(values));
 }
 
 template <typename T>
@@ -68,7 +66,7 @@ py::object none_or(const std::optional<std::string>& value) {
 }
 
 dcp::TensorEntry tensor_entry_from_python(const std::string& fqn, py::handle storage) {
-  const Classes& classes = Classes::get();
+  const MetadataClasses& classes = MetadataClasses::get();
   const py::object properties = storage.attr("properties");
   const py::object layout = properties.attr("layout");
   TORCH_CHECK_TYPE(
@@ -161,7 +159,7 @@ dcp::StorageMeta storage_meta_from_python(py::handle meta) {
 } // namespace
 
 dcp::Metadata metadata_from_python(py::handle metadata) {
-  const Classes& classes = Classes::get();
+  const MetadataClasses& classes = MetadataClasses::get();
   TORCH_CHECK_TYPE(
       is_instance(metadata, classes.metadata),
       "expected torch.distributed.checkpoint.metadata.Metadata, got a ",
@@ -210,7 +208,7 @@ dcp::Metadata metadata_from_python(py::handle metadata) {
 }
 
 py::object metadata_to_python(const dcp::Metadata& metadata) {
-  const Classes& classes = Classes::get();
+  const MetadataClasses& classes = MetadataClasses::get();
   py::dict state_dict_metadata;
   for (const auto& [fqn, entry] : metadata.state_dict_metadata) {
     if (const auto* tensor = std::get_if<dcp::TensorEntry>(&entry)) {
@@ -264,7 +262,7 @@ py::object metadata_to_python(const dcp::Metadata& metadata) {
 
 dcp::ItemIndex item_index_from_python(py::handle index) {
   TORCH_CHECK_TYPE(
-      is_instance(index, Classes::get().index),
+      is_instance(index, MetadataClasses::get().index),
       "expected a torch.distributed.checkpoint.metadata.MetadataIndex, got a ",
       type_name(index));
   dcp::ItemIndex result;
@@ -278,7 +276,7 @@ dcp::ItemIndex item_index_from_python(py::handle index) {
 }
 
 py::object item_index_to_python(const dcp::ItemIndex& index) {
-  return Classes::get().index(
+  return MetadataClasses::get().index(
       index.fqn,
       index.offset ? size_of(*index.offset) : py::object(py::none()),
       index.index ? py::object(py::int_(*index.index)) : py::object(py::none()));
@@ -296,7 +294,7 @@ py::object location_to_python(const dcp::ItemLocation& location) {
   // Left out (None) when there are none, as upstream writes it.
   const py::object descriptors =
       location.transform_descriptors.empty() ? py::object(py::none()) : py::cast(location.transform_descriptors);
-  return Classes::get().storage_info(location.relative_path, location.offset, location.length, descriptors);
+  return MetadataClasses::get().storage_info(location.relative_path, location.offset, location.length, descriptors);
 }
 
 } // namespace torch_ext::python

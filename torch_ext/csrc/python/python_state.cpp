@@ -37,10 +37,6 @@ struct Classes {
   }
 };
 
-std::string type_name(py::handle value) {
-  return Py_TYPE(value.ptr())->tp_name;
-}
-
 // Sends visit_state's events for a Python object to an IValueBuilder, with
 // the rules of value_kind: only the exact types torch.load(weights_only=True)
 // gives back, so that what is saved comes back with its type.
@@ -279,6 +275,10 @@ py::object from_state(const c10::IValue& value) {
   PythonBuilder builder;
   detail::visit_state(value, builder, builder.path);
   return builder.take();
+}
+
+std::string type_name(py::handle value) {
+  return Py_TYPE(value.ptr())->tp_name;
 }
 
 } // namespace torch_ext::python

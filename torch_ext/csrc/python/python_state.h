@@ -3,6 +3,8 @@
 #include <ATen/core/ivalue.h>
 #include <pybind11/pybind11.h>
 
+#include <string>
+
 namespace torch_ext::python {
 
 // A Python state dict as the values a checkpoint holds, with the same rules
@@ -15,5 +17,8 @@ c10::IValue to_state(pybind11::handle value);
 // The inverse: Python objects of the same types. Tensors that share a
 // storage share it in Python too. Needs the GIL.
 pybind11::object from_state(const c10::IValue& value);
+
+// The name of `value`'s Python type, for errors.
+std::string type_name(pybind11::handle value);
 
 } // namespace torch_ext::python
