@@ -48,10 +48,17 @@ demo: cpp
 	$(BUILD)/examples/async_checkpoint_demo --mib 256 --steps 30 --interval 10 --stop-at 25 --out $(BUILD)/demo_checkpoints
 
 # The C++ tests under ASan+LSan+UBSan, then TSan (build/asan, build/tsan).
-.PHONY: sanitize sanitize-asan sanitize-tsan
+.PHONY: sanitize sanitize-asan sanitize-tsan fuzz
 sanitize: sanitize-asan sanitize-tsan
 sanitize-asan sanitize-tsan: sanitize-%: build/.deps
 	JOBS=$(JOBS) bash tools/sanitize.sh $*
+
+# The fuzzers alone under ASan, FUZZ_CASES cases each from FUZZ_SEED, with
+# timeouts in proportion.
+FUZZ_CASES ?= 20000
+FUZZ_SEED ?= 1
+fuzz: build/.deps
+	JOBS=$(JOBS) TORCH_EXT_FUZZ_CASES=$(FUZZ_CASES) TORCH_EXT_FUZZ_SEED=$(FUZZ_SEED) bash tools/sanitize.sh asan Fuzz
 
 clean:
 	rm -rf build torch_ext/_C.so torch_ext/lib/*.so *.egg-info
