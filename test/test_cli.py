@@ -1,9 +1,14 @@
-"""The `torch_ext` command line run as a user runs it: a new process (`python -m torch_ext` and the console
-script), its exit status and output checked, on good and damaged checkpoints of every format; conversions
-read back by upstream's readers (torch.load, dcp, the safetensors package), an upstream 2-rank FSDP2 DCP
-checkpoint consolidated as upstream consolidates it, and the memory a streaming conversion takes."""
+"""The `torch_ext` command line as a user runs it: its exit status and output checked, on good and damaged
+checkpoints of every format; conversions read back by upstream's readers (torch.load, dcp, the safetensors
+package), an upstream 2-rank FSDP2 DCP checkpoint consolidated as upstream consolidates it, and the memory a
+streaming conversion takes. Commands run in this process, through the console script's entry
+(torch_ext.cli.main), each in a new process only where the process matters: the console script and
+`python -m torch_ext` themselves, a terminal's progress bar, peak memory: a new process spends seconds of
+CPU importing torch."""
 
+import contextlib
 import fcntl
+import io
 import json
 import os
 import pathlib
@@ -20,6 +25,7 @@ import safetensors.torch
 import torch
 
 import torch_ext
+from torch_ext.cli import main
 from torch_ext.dcp import save_dcp
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -27,10 +33,15 @@ TIMEOUT_S = 120
 FSDP_SCRIPT = ROOT / "bench" / "python" / "fsdp_checkpoint.py"
 
 
-def cli(*args, timeout=TIMEOUT_S, **kwargs):
-    """`python -m torch_ext ARGS` in a new process."""
-    return subprocess.run([sys.executable, "-m", "torch_ext", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+def cli(*args):
+    """`torch_ext ARGS` in this process: its exit status and what it printed, as a process gives them."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            status = main([str(arg) for arg in args])
+        except SystemExit as exit:  # argparse's usage errors
+            status = exit.code
+    return subprocess.CompletedProcess(args, status, out.getvalue(), err.getvalue())
 
 
 def cli_json(*args, status=0):
@@ -568,16 +579,30 @@ def test_a_progress_bar_on_a_terminal_and_plain_lines_otherwise(tmp_path):
     assert b"\r" in shown and b"100%|" in shown, shown  # tqdm's bar, redrawn in place
 
 
-def test_the_console_script_and_python_m_agree(tmp_path):
+def run_script(*args):
+    """The console script, `torch_ext ARGS`, in a new process, as a user runs it."""
     script = shutil.which("torch_ext", path=os.path.dirname(sys.executable))
     assert script is not None, "the console script is not installed beside this python"
-    torch_ext.save(weights(), tmp_path / "w.pt")
-    by_script = subprocess.run([script, "info", str(tmp_path / "w.pt"), "--json"], capture_output=True, text=True,
-                               timeout=TIMEOUT_S)
-    assert by_script.returncode == 0, by_script.stderr
-    assert json.loads(by_script.stdout) == cli_json("info", tmp_path / "w.pt")
-    usage = subprocess.run([script], capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert usage.returncode == 2 and "COMMAND" in usage.stderr
-    helped = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert helped.returncode == 0 and all(name in helped.stdout for name in ("info", "verify", "convert", "diff"))
+    return subprocess.run([script, *map(str, args)], capture_output=True, text=True, timeout=TIMEOUT_S)
 
+
+def test_the_console_script_and_python_m_run_as_main_does_with_its_exit_statuses(tmp_path):
+    tensors = weights()
+    path = write("torch", tensors, tmp_path / "w.pt")
+    by_script = run_script("info", path, "--json")
+    assert by_script.returncode == 0, by_script.stderr
+    by_module = subprocess.run([sys.executable, "-m", "torch_ext", "info", str(path), "--json"],
+                               capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert by_module.returncode == 0, by_module.stderr
+    assert json.loads(by_script.stdout) == json.loads(by_module.stdout) == cli_json("info", path)
+    # 0 for a good checkpoint, 1 for a damaged one, 2 for one it cannot read, with what main prints.
+    assert run_script("verify", path).returncode == 0
+    flip_a_bit_in(path, raw(tensors["embed.weight"]).numpy().tobytes())
+    damaged = run_script("verify", path)
+    assert damaged.returncode == 1 and damaged.stdout == cli("verify", path).stdout
+    missing = run_script("info", tmp_path / "missing.pt")
+    assert missing.returncode == 2 and missing.stderr == cli("info", tmp_path / "missing.pt").stderr
+    usage = run_script()
+    assert usage.returncode == 2 and "COMMAND" in usage.stderr
+    helped = run_script("--help")
+    assert helped.returncode == 0 and all(name in helped.stdout for name in ("info", "verify", "convert", "diff"))
