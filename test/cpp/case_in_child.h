@@ -33,12 +33,19 @@
 
 namespace torch_ext_test {
 
+#if defined(__SANITIZE_THREAD__)
+// TSan runs the cases about ten times slower.
+constexpr unsigned kCaseTimeScale = 10;
+#else
+constexpr unsigned kCaseTimeScale = 1;
+#endif
+
 // What one case may take: 4 GiB of memory, and 10 s of CPU (a busy machine
 // does not stretch it) within 120 s (a case blocked in a call uses none).
 constexpr uint64_t kCaseMemory = uint64_t{4} << 30;
 struct CaseLimits {
-  unsigned cpu_seconds = 10;
-  unsigned seconds = 120;
+  unsigned cpu_seconds = 10 * kCaseTimeScale;
+  unsigned seconds = 120 * kCaseTimeScale;
 };
 
 // A case returns "" when it holds, else what went wrong.

@@ -195,6 +195,14 @@ class DcpShardedTest : public torch_ext_test::TempFolderTest, public ::testing::
     }
   }
 
+  // The store (a TCPStore's server thread) goes before the folder: TSan
+  // cannot see that the server's sockets are closed before the folder's
+  // removal reuses their file descriptors.
+  void TearDown() override {
+    store_.reset();
+    TempFolderTest::TearDown();
+  }
+
  private:
   c10::intrusive_ptr<c10d::Store> store_;
 };
