@@ -353,8 +353,9 @@ TEST(CheckpointFuzzTest, ZipMutationsLoadOrFailNamingTheFile) {
 TEST(CheckpointFuzzTest, EveryCaseThatEverFailedLoadsOrFailsNamingTheFile) {
   std::vector<fs::path> kept;
   for (const auto& entry : fs::directory_iterator(test_data() / "hostile")) {
-    if (entry.path().extension() == ".pt") {
-      kept.push_back(entry.path());
+    const fs::path& path = entry.path();
+    if (path.extension() == ".pt" || (path.extension() == ".zst" && path.stem().extension() == ".pt")) {
+      kept.push_back(path);
     }
   }
   std::sort(kept.begin(), kept.end());

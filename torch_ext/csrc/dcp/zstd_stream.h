@@ -1,5 +1,7 @@
 #pragma once
 
+#include <torch_ext/export.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -33,7 +35,8 @@ class ZstdWriter {
 
 // The content of the zstd frames `compressed` holds, at most `limit` bytes
 // of it. Throws, with `what` (which item) in the message, for a damaged or
-// truncated frame and for content past `limit`.
-std::string zstd_decompress(std::string_view compressed, uint64_t limit, const std::string& what);
+// truncated frame and for content past `limit`. Exported for the tests,
+// which keep their large hostile files compressed.
+TORCH_EXT_API std::string zstd_decompress(std::string_view compressed, uint64_t limit, const std::string& what);
 
 } // namespace torch_ext::detail::dcp
