@@ -3,11 +3,11 @@ agree through the job's own c10d store, including a rank that fails."""
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+
+import jobs
 
 TIMEOUT_S = 300
 
@@ -64,16 +64,7 @@ def torchrun(tmp_path, world_size, failing):
     script.write_text(RANK)
     root, out = tmp_path / "ckpt", tmp_path / "out"
     out.mkdir()
-    command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nproc-per-node", str(world_size),
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
-        "--max-restarts", "0", "--monitor-interval", "0.1",
-        str(script), str(root), str(out), failing,
-    ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
-    assert process.returncode == 0, process.stdout + process.stderr
+    jobs.torchrun(script, world_size, root, out, failing, timeout=TIMEOUT_S)
     return root, [json.loads((out / f"rank_{rank}.json").read_text()) for rank in range(world_size)]
 
 

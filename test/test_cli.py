@@ -28,6 +28,8 @@ import torch_ext
 from torch_ext.cli import main
 from torch_ext.dcp import save_dcp
 
+from jobs import torchrun
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TIMEOUT_S = 120
 FSDP_SCRIPT = ROOT / "bench" / "python" / "fsdp_checkpoint.py"
@@ -379,12 +381,7 @@ def test_convert_of_a_training_checkpoint_keys_and_what_safetensors_cannot_hold(
 def test_convert_of_an_upstream_fsdp2_checkpoint_equals_upstreams_consolidation(tmp_path):
     from torch.distributed.checkpoint._consolidate_hf_safetensors import consolidate_safetensors_files
 
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0", "--max-restarts", "0",
-               "--monitor-interval", "0.1", str(FSDP_SCRIPT), str(tmp_path), "--mib", "2"]
-    saved = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert saved.returncode == 0, saved.stdout + saved.stderr
+    torchrun(FSDP_SCRIPT, 2, tmp_path, "--mib", "2", timeout=300)
     (tmp_path / "upstream").mkdir()
     consolidate_safetensors_files(str(tmp_path / "hf_sharded"), str(tmp_path / "upstream"),
                                   json.loads((tmp_path / "mapping.json").read_text()))

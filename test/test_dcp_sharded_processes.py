@@ -4,10 +4,9 @@ and by torch_ext.dcp.load_sharded into DTensors of another layout, and
 upstream's dcp.save of them read by load_sharded."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
+
+from jobs import torchrun
 
 TIMEOUT_S = 300
 
@@ -59,16 +58,7 @@ def test_dtensors_saved_by_two_ranks_load_into_another_layout(tmp_path):
     script.write_text(RANK)
     folder, out = tmp_path / "ckpt", tmp_path / "out"
     out.mkdir()
-    command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nproc-per-node", "2",
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
-        "--max-restarts", "0", "--monitor-interval", "0.1",
-        str(script), str(folder), str(out),
-    ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S, env=env)
-    assert process.returncode == 0, process.stdout + process.stderr
+    torchrun(script, 2, folder, out, timeout=TIMEOUT_S)
     expected = {"w": True, "c": True, "b": True}
     for rank in range(2):
         results = json.loads((out / f"rank_{rank}.json").read_text())

@@ -3,11 +3,8 @@ dcp.async_save and dcp.load, with upstream's planners and upstream's
 FileSystemWriter and FileSystemReader on the other side: in this process
 (one rank), and in FSDP2 jobs of 2 and 4 ranks (dcp_storage_ranks.py)."""
 
-import os
 import pathlib
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -17,6 +14,7 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 from torch.utils._pytree import tree_flatten_with_path
 
 import bounded
+from jobs import torchrun
 import torch_ext.dcp
 from dcp_states import (
     Payload,
@@ -181,17 +179,8 @@ def assert_same_leaves(state, reference, what: str) -> None:
             assert value == saved, f"{what}: {path}"
 
 
-def torchrun(root: pathlib.Path, world_size: int, *args: str) -> None:
-    command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nproc-per-node", str(world_size),
-        "--rdzv-backend", "c10d", "--rdzv-endpoint", "localhost:0",
-        "--max-restarts", "0", "--monitor-interval", "0.1",
-        str(HERE / "dcp_storage_ranks.py"), str(root), *args,
-    ]  # fmt: skip
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    process = subprocess.run(command, capture_output=True, text=True, timeout=RANKS_TIMEOUT_S, env=env)
-    assert process.returncode == 0, process.stdout + process.stderr
+def ranks(root: pathlib.Path, world_size: int, *args: str) -> None:
+    torchrun(HERE / "dcp_storage_ranks.py", world_size, root, *args, timeout=RANKS_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
@@ -199,8 +188,8 @@ def fsdp_runs(tmp_path_factory) -> pathlib.Path:
     """The folders of an FSDP2 job of 4 ranks, then of one of 2 ranks that
     also loads the 4 ranks' folders (dcp_storage_ranks.py)."""
     root = tmp_path_factory.mktemp("fsdp")
-    torchrun(root, 4)
-    torchrun(root, 2, "4")
+    ranks(root, 4)
+    ranks(root, 2, "4")
     return root
 
 

@@ -33,7 +33,7 @@ import random
 import statistics
 import subprocess
 import sys
-from typing import Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import checkpoint_report
 import consolidate_report
@@ -337,6 +337,17 @@ def write_plot(path: pathlib.Path, data: dict) -> None:
     plt.close(figure)
 
 
+def with_goals(report: dict, name: str, part: Optional[dict], module: Any) -> Tuple[Optional[dict], List[dict]]:
+    """A part of the report (measured now, or read back without its goals) and its goals, evaluated anew by its
+    module and put in `report` under `name`; (None, []) for a part neither measured nor read."""
+    if part is None:
+        return None, []
+    part = {key: value for key, value in part.items() if key != "goals"}
+    goals = module.evaluate(part)
+    report[name] = {**part, "goals": goals}
+    return part, goals
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpp-bench", type=pathlib.Path, help="the future_utils_bench binary: runs the future helpers' part")
@@ -393,46 +404,28 @@ def main() -> None:
             1 if args.smoke else args.safetensors_rounds, args.smoke)
     else:
         safetensors = measured.get("safetensors")
-    safetensors_goals = []
-    if safetensors is not None:
-        safetensors = {key: value for key, value in safetensors.items() if key != "goals"}
-        safetensors_goals = safetensors_report.evaluate(safetensors)
-        report["safetensors"] = {**safetensors, "goals": safetensors_goals}
+    safetensors, safetensors_goals = with_goals(report, "safetensors", safetensors, safetensors_report)
     if args.dcp and not args.from_json:
         dcp = dcp_report.run(16 if args.smoke else args.dcp_mib, 1 if args.smoke else args.dcp_rounds,
                              args.dcp_threads, args.smoke)
     else:
         dcp = measured.get("dcp")
-    if dcp is not None:
-        dcp = {key: value for key, value in dcp.items() if key != "goals"}
-        dcp_goals = dcp_report.evaluate(dcp)
-        report["dcp"] = {**dcp, "goals": dcp_goals}
+    dcp, dcp_goals = with_goals(report, "dcp", dcp, dcp_report)
     if args.consolidate and not args.from_json:
         consolidate = consolidate_report.run_rounds(
             8 if args.smoke else args.consolidate_mib, 1 if args.smoke else args.consolidate_rounds, args.smoke)
     else:
         consolidate = measured.get("consolidate")
-    consolidate_goals = []
-    if consolidate is not None:
-        consolidate = {key: value for key, value in consolidate.items() if key != "goals"}
-        consolidate_goals = consolidate_report.evaluate(consolidate)
-        report["consolidate"] = {**consolidate, "goals": consolidate_goals}
+    consolidate, consolidate_goals = with_goals(report, "consolidate", consolidate, consolidate_report)
     if args.dcp_scale_bench and not args.from_json:
         dcp_scale = dcp_scale_report.run(args.dcp_scale_bench, args.smoke)
     else:
         dcp_scale = measured.get("dcp_scale")
-    dcp_scale_goals = []
-    if dcp_scale is not None:
-        dcp_scale = {key: value for key, value in dcp_scale.items() if key != "goals"}
-        dcp_scale_goals = dcp_scale_report.evaluate(dcp_scale)
-        report["dcp_scale"] = {**dcp_scale, "goals": dcp_scale_goals}
+    dcp_scale, dcp_scale_goals = with_goals(report, "dcp_scale", dcp_scale, dcp_scale_report)
     if not (args.cpp_bench and not args.from_json) and "samples" in measured:
         futures = {key: measured[key] for key in ("samples", "allocations", "loads", "date") if key in measured}
         rounds = len(futures["loads"]) - 1
-    if checkpoint is not None:
-        checkpoint = {key: value for key, value in checkpoint.items() if key != "goals"}
-        checkpoint_goals = checkpoint_report.evaluate(checkpoint)
-        report["checkpoint"] = {**checkpoint, "goals": checkpoint_goals}
+    checkpoint, checkpoint_goals = with_goals(report, "checkpoint", checkpoint, checkpoint_report)
     if args.cpp_bench and not args.from_json:
         futures = run_rounds(args.cpp_bench, rounds, args.smoke)
     if futures is not None:

@@ -49,26 +49,24 @@ std::string fqn(int64_t tensor) {
   return "model." + layer(tensor) + ".weight";
 }
 
-// VmHWM of /proc/self/status, in bytes.
-int64_t peak_rss() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);) {
-    if (line.rfind("VmHWM:", 0) == 0) {
-      return std::stoll(line.substr(6)) * 1024;
+// The field `key` of a /proc file such as /proc/self/status (a size in KiB),
+// in bytes; -1 if it has none.
+int64_t proc_bytes(const char* file, const std::string& key) {
+  std::ifstream lines(file);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(key, 0) == 0) {
+      return std::stoll(line.substr(key.size())) * 1024;
     }
   }
   return -1;
 }
 
-// MemAvailable of /proc/meminfo, in bytes.
+int64_t peak_rss() {
+  return proc_bytes("/proc/self/status", "VmHWM:");
+}
+
 int64_t available_memory() {
-  std::ifstream meminfo("/proc/meminfo");
-  for (std::string line; std::getline(meminfo, line);) {
-    if (line.rfind("MemAvailable:", 0) == 0) {
-      return std::stoll(line.substr(13)) * 1024;
-    }
-  }
-  return -1;
+  return proc_bytes("/proc/meminfo", "MemAvailable:");
 }
 
 // Starts the peak over (the kernel's "clear_refs" 5) once freed memory is

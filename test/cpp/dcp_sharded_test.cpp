@@ -25,6 +25,8 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include "test_files.h"
+#include "test_threads.h"
+#include "test_values.h"
 
 namespace {
 
@@ -34,11 +36,8 @@ using torch_ext::Shard;
 using torch_ext::dcp::SaveRanks;
 using Failure = std::optional<std::string>;
 
-constexpr auto kWaitLimit = std::chrono::seconds(120);
-
-c10::impl::GenericDict new_dict() {
-  return c10::impl::GenericDict(c10::StringType::get(), c10::AnyType::get());
-}
+using torch_ext::testing::kWaitLimit;
+using torch_ext_test::string_dict;
 
 // The box of `whole` at `offsets` of `sizes`, as a tensor of its own.
 at::Tensor box(const at::Tensor& whole, const std::vector<int64_t>& offsets, const std::vector<int64_t>& sizes) {
@@ -68,6 +67,17 @@ c10::IValue rows_of(const at::Tensor& whole, const std::vector<int64_t>& parts, 
   std::vector<int64_t> sizes = whole.sizes().vec();
   sizes[0] = end - begin;
   return torch_ext::make_local_shards({Shard{box(whole, offsets, sizes), offsets}}, whole.sizes().vec());
+}
+
+// Each rank's state: {"w": its rows of `whole`}, split into `parts` row counts.
+std::vector<c10::IValue> row_split_states(const at::Tensor& whole, const std::vector<int64_t>& parts) {
+  std::vector<c10::IValue> states;
+  for (size_t rank = 0; rank < parts.size(); ++rank) {
+    auto state = string_dict();
+    state.insert("w", rows_of(whole, parts, rank));
+    states.push_back(state);
+  }
+  return states;
 }
 
 bool contains(const Failure& failure, const std::string& part) {
@@ -238,7 +248,7 @@ TEST(LocalShardsTest, RefusesPartsThatDoNotFit) {
 class LocalShardsFileTest : public torch_ext_test::TempFolderTest {};
 
 TEST_F(LocalShardsFileTest, OtherSavesRefuseIt) {
-  auto state = new_dict();
+  auto state = string_dict();
   state.insert("embedding", torch_ext::make_local_shards({Shard{at::ones({2, 3}), {0, 0}}}, {4, 3}));
   const std::string folder = path("ckpt");
   try {
@@ -259,8 +269,8 @@ TEST_P(DcpShardedTest, FourRanksSaveWhatReadsBackWhole) {
   const at::Tensor bias = at::randn({8});
   std::vector<c10::IValue> states;
   for (size_t rank = 0; rank < 4; ++rank) {
-    auto state = new_dict();
-    auto model = new_dict();
+    auto state = string_dict();
+    auto model = string_dict();
     model.insert("rows", rows_of(rows, {2, 2, 2, 1}, rank)); // uneven
     const int64_t column = std::vector<int64_t>{0, 3, 6, 8}[rank];
     const int64_t width = std::vector<int64_t>{3, 3, 2, 2}[rank];
@@ -320,7 +330,7 @@ TEST_P(DcpShardedTest, PartsThatDoNotTileAreRefusedBeforeAnyWrite) {
   const auto states_with = [&](std::vector<std::pair<int64_t, int64_t>> ranges) {
     std::vector<c10::IValue> states;
     for (const auto& [begin, end] : ranges) {
-      auto state = new_dict();
+      auto state = string_dict();
       state.insert("w", torch_ext::make_local_shards({Shard{box(whole, {begin, 0}, {end - begin, 2}), {begin, 0}}}, {6, 2}));
       states.push_back(state);
     }
@@ -343,16 +353,16 @@ TEST_P(DcpShardedTest, RanksThatDisagreeOnAKeyAreRefused) {
   const auto part = [](at::ScalarType dtype, int64_t rows, int64_t offset) {
     return torch_ext::make_local_shards({Shard{at::zeros({rows, 2}, dtype), {offset, 0}}}, {4, 2});
   };
-  auto state0 = new_dict();
+  auto state0 = string_dict();
   state0.insert("w", part(at::kFloat, 2, 0));
-  auto state1 = new_dict();
+  auto state1 = string_dict();
   state1.insert("w", part(at::kHalf, 2, 2));
   for (const Failure& failure : save(folder, {state0, state1})) {
     EXPECT_TRUE(contains(failure, "entry 'w' is a Float tensor of global shape [4, 2] and a Half tensor") &&
                 contains(failure, "on rank 0 and 1"))
         << failure.value_or("no error");
   }
-  state1 = new_dict();
+  state1 = string_dict();
   state1.insert("w", at::zeros({4, 2}));
   for (const Failure& failure : save(folder, {state0, state1})) {
     EXPECT_TRUE(contains(failure, "entry 'w' is a LocalShards and a tensor on rank 0 and 1")) << failure.value_or("no error");
@@ -362,12 +372,7 @@ TEST_P(DcpShardedTest, RanksThatDisagreeOnAKeyAreRefused) {
 
 TEST_P(DcpShardedTest, ARankThatFailsItsWriteMakesNoRankCommit) {
   const at::Tensor whole = at::randn({4, 3});
-  std::vector<c10::IValue> states;
-  for (size_t rank = 0; rank < 2; ++rank) {
-    auto state = new_dict();
-    state.insert("w", rows_of(whole, {2, 2}, rank));
-    states.push_back(state);
-  }
+  const std::vector<c10::IValue> states = row_split_states(whole, {2, 2});
   const std::string folder = path("ckpt");
   expect_no_failure(save(folder, states));
   ASSERT_TRUE(fs::exists(fs::path(folder) / ".metadata"));
@@ -384,9 +389,9 @@ TEST_P(DcpShardedTest, ARankThatFailsItsWriteMakesNoRankCommit) {
 
 TEST_P(DcpShardedTest, ARankThatCannotPlanOrDoesNotComeFailsEveryRank) {
   const std::string folder = path("ckpt");
-  auto good = new_dict();
+  auto good = string_dict();
   good.insert("w", at::zeros({2}));
-  auto bad = new_dict();
+  auto bad = string_dict();
   bad.insert("w", at::zeros({2}));
   bad.insert("future", c10::make_intrusive<c10::ivalue::Future>(c10::IntType::get()));
   for (const Failure& failure : save(folder, {good, good, bad})) {
@@ -413,7 +418,7 @@ TEST(DcpShardedStoreTest, EachRankButZeroMakesAConstantNumberOfStoreCalls) {
         (fs::temp_directory_path() / ("torch_ext_test.store_calls." + std::to_string(::getpid()) + "." + std::to_string(items)))
             .string();
     const std::vector<Failure> failures = on_ranks(4, [&](int64_t rank) {
-      auto state = new_dict();
+      auto state = string_dict();
       for (int64_t i = 0; i < items; ++i) {
         state.insert("w" + std::to_string(i), torch_ext::make_local_shards({Shard{at::zeros({1, 2}), {rank, 0}}}, {4, 2}));
       }
@@ -443,12 +448,7 @@ TEST_P(DcpShardedTest, AReshardReadsOnlyTheRowsEachRankOwns) {
   // 4 ranks save 1,200 rows of 8 KiB in chunks of at most 64 KiB; 3 ranks
   // load them, verified or not.
   const at::Tensor whole = at::randn({1200, 2048});
-  std::vector<c10::IValue> states;
-  for (size_t rank = 0; rank < 4; ++rank) {
-    auto state = new_dict();
-    state.insert("w", rows_of(whole, {300, 300, 300, 300}, rank));
-    states.push_back(state);
-  }
+  const std::vector<c10::IValue> states = row_split_states(whole, {300, 300, 300, 300});
   const std::string folder = path("ckpt");
   expect_no_failure(save(folder, states, 1, /*max_chunk_bytes=*/64 << 10));
   EXPECT_EQ(std::get<torch_ext::dcp::TensorEntry>(torch_ext::dcp::read_metadata(folder).state_dict_metadata[0].second).chunks.size(), 4u * 38u);
@@ -456,7 +456,7 @@ TEST_P(DcpShardedTest, AReshardReadsOnlyTheRowsEachRankOwns) {
     for (size_t rank = 0; rank < 3; ++rank) {
       const auto [begin, end] = row_split({400, 400, 400})[rank];
       const at::Tensor part = at::full({end - begin, 2048}, -1.0f);
-      auto into = new_dict();
+      auto into = string_dict();
       into.insert("w", torch_ext::make_local_shards({Shard{part, {begin, 0}}}, {1200, 2048}));
       const torch_ext::dcp::CheckpointReader reader(folder, verify);
       torch_ext::dcp::load_sharded(reader, into);
@@ -470,7 +470,7 @@ TEST_P(DcpShardedTest, AReshardReadsOnlyTheRowsEachRankOwns) {
   const std::string unsplit = path("unsplit");
   expect_no_failure(save(unsplit, states, 1, /*max_chunk_bytes=*/0));
   const at::Tensor part = at::zeros({400, 2048});
-  auto into = new_dict();
+  auto into = string_dict();
   into.insert("w", torch_ext::make_local_shards({Shard{part, {400, 0}}}, {1200, 2048}));
   const torch_ext::dcp::CheckpointReader reader(unsplit, /*verify=*/true);
   torch_ext::dcp::load_sharded(reader, into);
@@ -483,7 +483,7 @@ c10::IValue extra(const at::Tensor& tensor, const std::string& text) {
   c10::impl::GenericList names(c10::AnyType::get());
   names.push_back(tensor);
   names.push_back(text);
-  auto dict = new_dict();
+  auto dict = string_dict();
   dict.insert("names", names);
   return dict;
 }
@@ -495,7 +495,7 @@ TEST_P(DcpShardedTest, LoadsIntoAnyLayout) {
   for (int64_t rank = 0; rank < 3; ++rank) {
     const int64_t column = 4 * rank;
     const int64_t width = rank == 2 ? 2 : 4;
-    auto state = new_dict();
+    auto state = string_dict();
     state.insert("w", torch_ext::make_local_shards({Shard{box(whole, {0, column}, {9, width}), {0, column}}}, {9, 10}));
     state.insert("step", int64_t{7});
     state.insert("extra", extra(at::arange(3), "saved"));
@@ -518,7 +518,7 @@ TEST_P(DcpShardedTest, LoadsIntoAnyLayout) {
     for (const auto& b : layout) {
       parts.push_back(Shard{at::full({b[2], b[3]}, -1.0f), {b[0], b[1]}});
     }
-    auto into = new_dict();
+    auto into = string_dict();
     into.insert("w", torch_ext::make_local_shards(parts, {9, 10}));
     into.insert("step", int64_t{0});
     const at::Tensor names_0 = at::zeros({3}, at::kLong);
@@ -534,7 +534,7 @@ TEST_P(DcpShardedTest, LoadsIntoAnyLayout) {
     EXPECT_EQ(into.at("step").toInt(), 7);
   }
   // A plain tensor takes the whole tensor.
-  auto into = new_dict();
+  auto into = string_dict();
   const at::Tensor full = at::zeros({9, 10});
   into.insert("w", full);
   torch_ext::dcp::load_sharded(folder, into);
@@ -543,16 +543,11 @@ TEST_P(DcpShardedTest, LoadsIntoAnyLayout) {
 
 TEST_P(DcpShardedTest, ATargetOfAnotherShapeOrDtypeIsRefused) {
   const at::Tensor whole = at::randn({4, 2});
-  std::vector<c10::IValue> states;
-  for (size_t rank = 0; rank < 2; ++rank) {
-    auto state = new_dict();
-    state.insert("w", rows_of(whole, {2, 2}, rank));
-    states.push_back(state);
-  }
+  const std::vector<c10::IValue> states = row_split_states(whole, {2, 2});
   const std::string folder = path("ckpt");
   expect_no_failure(save(folder, states));
   const auto message = [&](const c10::IValue& target) -> std::string {
-    auto into = new_dict();
+    auto into = string_dict();
     into.insert("w", target);
     try {
       torch_ext::dcp::load_sharded(folder, into);
@@ -567,19 +562,14 @@ TEST_P(DcpShardedTest, ATargetOfAnotherShapeOrDtypeIsRefused) {
       std::string::npos);
   EXPECT_NE(message(at::zeros({4, 2}, at::kDouble)).find("entry 'w' is a Float tensor"), std::string::npos);
   EXPECT_NE(message(int64_t{3}).find("entry 'w' is a tensor in the checkpoint"), std::string::npos);
-  auto into = new_dict();
+  auto into = string_dict();
   into.insert("v", at::zeros({1}));
   EXPECT_THROW(torch_ext::dcp::load_sharded(folder, into), c10::ValueError);
 }
 
 TEST_P(DcpShardedTest, ADamagedRegionIsAnErrorWhenVerified) {
   const at::Tensor whole = at::randn({64, 16});
-  std::vector<c10::IValue> states;
-  for (size_t rank = 0; rank < 2; ++rank) {
-    auto state = new_dict();
-    state.insert("w", rows_of(whole, {32, 32}, rank));
-    states.push_back(state);
-  }
+  const std::vector<c10::IValue> states = row_split_states(whole, {32, 32});
   const std::string folder = path("ckpt");
   expect_no_failure(save(folder, states));
   // A flipped byte in the middle of rank 1's rows.
@@ -590,7 +580,7 @@ TEST_P(DcpShardedTest, ADamagedRegionIsAnErrorWhenVerified) {
   ASSERT_NE(at, std::string::npos);
   bytes[at + 3] ^= 0x10;
   torch_ext_test::write_bytes(file, bytes);
-  auto into = new_dict();
+  auto into = string_dict();
   into.insert("w", torch_ext::make_local_shards({Shard{at::zeros({8, 16}), {44, 0}}}, {64, 16}));
   EXPECT_THROW(torch_ext::dcp::load_sharded(folder, into, /*verify=*/true), c10::Error);
 }

@@ -6,6 +6,8 @@
 
 #include <c10/util/Exception.h>
 
+#include "torch_ext/csrc/io/little_endian.h"
+
 namespace torch_ext::detail::dcp {
 namespace {
 
@@ -18,9 +20,7 @@ constexpr const char* kCutShort = "a sharded save's message through the store is
 class Writer {
  public:
   void u64(uint64_t value) {
-    for (int i = 0; i < 8; ++i) {
-      out_.push_back(static_cast<char>((value >> (8 * i)) & 0xFF));
-    }
+    append_le(out_, value, 8);
   }
   void i64(int64_t value) {
     u64(static_cast<uint64_t>(value));
@@ -48,10 +48,7 @@ class Reader {
   explicit Reader(std::string_view in) : in_(in) {}
   uint64_t u64() {
     need(8);
-    uint64_t value = 0;
-    for (int i = 0; i < 8; ++i) {
-      value |= static_cast<uint64_t>(static_cast<uint8_t>(in_[i])) << (8 * i);
-    }
+    const uint64_t value = read_le(reinterpret_cast<const uint8_t*>(in_.data()), 8);
     in_.remove_prefix(8);
     return value;
   }

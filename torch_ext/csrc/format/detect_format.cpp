@@ -15,6 +15,7 @@
 #include <torch_ext/safetensors.h>
 
 #include "torch_ext/csrc/io/file_type.h"
+#include "torch_ext/csrc/io/little_endian.h"
 #include "torch_ext/csrc/io/mapped_file.h"
 #include "torch_ext/csrc/manager/step_commit.h"
 
@@ -40,10 +41,7 @@ bool starts_like_safetensors(const MappedFile& file) {
   if (file.size() <= kSafetensorsLengthSize) {
     return false;
   }
-  uint64_t header_size = 0;
-  for (int i = static_cast<int>(kSafetensorsLengthSize) - 1; i >= 0; --i) {
-    header_size = (header_size << 8) | file.data()[i];
-  }
+  const uint64_t header_size = read_le(file.data(), static_cast<int>(kSafetensorsLengthSize));
   return header_size > 0 && header_size <= file.size() - kSafetensorsLengthSize &&
       file.data()[kSafetensorsLengthSize] == '{';
 }

@@ -7,6 +7,7 @@
 
 #include <c10/util/Exception.h>
 
+#include "torch_ext/csrc/io/little_endian.h"
 #include "torch_ext/csrc/state/state_value.h"
 
 #include "pickle_opcodes.h"
@@ -255,11 +256,7 @@ class Unpickler {
 
   uint64_t read_le(int size) {
     const std::string_view bytes = read_bytes(static_cast<uint64_t>(size));
-    uint64_t value = 0;
-    for (int i = size - 1; i >= 0; --i) {
-      value = (value << 8) | static_cast<unsigned char>(bytes[static_cast<size_t>(i)]);
-    }
-    return value;
+    return detail::read_le(reinterpret_cast<const uint8_t*>(bytes.data()), size);
   }
 
   // LONG1 and LONG4: little-endian two's complement.

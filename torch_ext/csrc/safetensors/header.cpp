@@ -8,6 +8,8 @@
 #include <c10/util/Exception.h>
 #include <nlohmann/json.hpp>
 
+#include "torch_ext/csrc/io/little_endian.h"
+
 namespace torch_ext::detail {
 namespace {
 
@@ -325,14 +327,6 @@ class HeaderHandler {
   std::string error_;
 };
 
-uint64_t read_le64(const uint8_t* data) {
-  uint64_t value = 0;
-  for (int i = 7; i >= 0; --i) {
-    value = (value << 8) | data[i];
-  }
-  return value;
-}
-
 std::string offsets_text(const HeaderTensor& tensor) {
   return "[" + std::to_string(tensor.begin) + ", " + std::to_string(tensor.end) + "]";
 }
@@ -410,7 +404,7 @@ Header parse_header(const uint8_t* data, uint64_t size, const std::string& file)
   if (size < kHeaderLengthBytes) {
     fail_file(file, "it is " + std::to_string(size) + " bytes long, too short for the header's length");
   }
-  const uint64_t length = read_le64(data);
+  const uint64_t length = read_le(data, 8);
   if (length > kMaxHeaderBytes) {
     fail_file(file, "its header length is " + std::to_string(length) + " bytes, beyond the format's " +
                         std::to_string(kMaxHeaderBytes));

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <vector>
 
+#include "torch_ext/csrc/io/little_endian.h"
+
 namespace torch_ext::detail::zip {
 
 constexpr uint32_t kLocalHeaderSignature = 0x04034b50;
@@ -59,20 +61,12 @@ class Bytes {
 
  private:
   Bytes& put(uint64_t value, int size) {
-    for (int i = 0; i < size; ++i) {
-      out_.push_back(static_cast<uint8_t>(value >> (8 * i)));
-    }
+    append_le(out_, value, size);
     return *this;
   }
   std::vector<uint8_t>& out_;
 };
 
-inline uint64_t read_le(const uint8_t* data, int size) {
-  uint64_t value = 0;
-  for (int i = size - 1; i >= 0; --i) {
-    value = (value << 8) | data[i];
-  }
-  return value;
-}
+using detail::read_le;
 
 } // namespace torch_ext::detail::zip
